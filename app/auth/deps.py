@@ -1,0 +1,32 @@
+"""Who may call: typed FastAPI dependencies every route states in its signature."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.auth.tokens import InvalidToken, Principal
+from app.problems import Problem
+
+_bearer = HTTPBearer(auto_error=False, description="a user JWT: `onebox token --user NAME`")
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(401, "unauthorized", "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def current_user(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorized("a Bearer token is required")
+    try:
+        return request.app.state.services.tokens.verify_user(credentials.credentials)
+    except InvalidToken:
+        # The reason stays in our logs' absence on purpose: it would help an attacker tune a forgery.
+        raise _unauthorized("the token is invalid or expired") from None
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]

@@ -1,0 +1,153 @@
+"""What a client may send about instances, and what it gets back.
+
+``InstanceCreate`` forbids unknown fields, so nobody can set ``owner``,
+``status`` or any other server-owned field by adding it to a body.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from app.validation import NAME_PATTERN, SSH_USER_PATTERN, check_labels, check_ssh_public_key, check_ssh_user
+
+ProviderName = Literal["aws", "gcp", "azure", "local"]
+MAX_BOOTSTRAP_BYTES = 64 * 1024
+
+EXAMPLE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGl1Bq2dTiQqvBx9C5Ykz3zHfdv0x8WlEY0wVYbIRkKd alice@laptop"
+
+
+class InstanceCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "train-01",
+                    "provider": "local",
+                    "region": "local",
+                    "machine_type": "local",
+                    "ssh_user": "alice",
+                    "ssh_public_key": EXAMPLE_KEY,
+                    "bootstrap_script": "#!/bin/sh\necho hello > ~/hello.txt\n",
+                    "labels": {"team": "research"},
+                },
+                {
+                    "name": "gpu-box",
+                    "provider": "aws",
+                    "region": "us-east-1",
+                    "machine_type": "g5.xlarge",
+                    "image": "ubuntu-24.04",
+                    "disk_gb": 100,
+                    "ssh_user": "alice",
+                    "ssh_public_key": EXAMPLE_KEY,
+                },
+            ]
+        },
+    )
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=63,
+                      description="1-63 lowercase letters, digits and '-', starting with a letter, not ending with '-'")
+    provider: ProviderName
+    region: str = Field(min_length=1, max_length=64)
+    zone: str | None = Field(default=None, min_length=1, max_length=64)
+    machine_type: str = Field(min_length=1, max_length=64)
+    image: str | None = Field(default=None, min_length=1, max_length=256,
+                              description="a portable alias (ubuntu-22.04, ubuntu-24.04, debian-12) or the cloud's native image id")
+    snapshot_id: str | None = Field(default=None, min_length=1, max_length=64,
+                                    description="start from one of your snapshots instead of an image")
+    disk_gb: int | None = Field(default=None, ge=8, le=4096, description="root disk size; default 20")
+    ssh_user: str = Field(pattern=SSH_USER_PATTERN, description="the login account created on the VM")
+    ssh_public_key: str = Field(description="one OpenSSH public key line")
+    bootstrap_script: str | None = Field(default=None, max_length=MAX_BOOTSTRAP_BYTES,
+                                         description="run once on the VM after configuration, as data: never templated")
+    labels: dict[str, str] = Field(default_factory=dict, description="up to 32 key/value labels, copied to the cloud")
+
+    @field_validator("ssh_public_key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return check_ssh_public_key(value)
+
+    @field_validator("ssh_user")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        return check_ssh_user(value)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_labels(value)
+
+    @model_validator(mode="after")
+    def _image_or_snapshot(self) -> "InstanceCreate":
+        if self.image is not None and self.snapshot_id is not None:
+            raise ValueError("give either image or snapshot_id, not both")
+        return self
+
+
+class InstanceError(BaseModel):
+    code: str
+    message: str
+    step: str | None = None
+
+
+class GpuHealth(BaseModel):
+    index: int
+    name: str | None = None
+    utilization_percent: float | None = None
+    memory_used_mib: float | None = None
+    memory_total_mib: float | None = None
+    temperature_c: float | None = None
+    power_draw_w: float | None = None
+
+
+class Health(BaseModel):
+    state: Literal["healthy", "stale", "unknown"] = "unknown"
+    last_seen_at: dt.datetime | None = None
+    cpu_percent: float | None = None
+    memory_percent: float | None = None
+    disk_percent: float | None = None
+    gpus: list[GpuHealth] = Field(default_factory=list)
+
+
+class InstancePublic(BaseModel):
+    id: str
+    name: str
+    owner: str
+    provider: ProviderName
+    region: str
+    zone: str | None = None
+    machine_type: str
+    image: str | None = None
+    snapshot_id: str | None = None
+    disk_gb: int
+    status: str
+    error: InstanceError | None = None
+    public_ip: str | None = None
+    private_ip: str | None = None
+    ssh_port: int | None = Field(default=None, description="where sshd listens on public_ip (2222 on the local provider)")
+    cloud_id: str | None = None
+    ssh_user: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    health: Health = Field(default_factory=Health)
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "InstancePublic":
+        fields = {k: v for k, v in doc.items() if k in cls.model_fields}
+        return cls(id=doc["_id"], **fields)
+
+
+class InstanceList(BaseModel):
+    items: list[InstancePublic]
+    next_cursor: str | None = None
+
+
+class Event(BaseModel):
+    at: dt.datetime
+    type: str
+    step: str | None = None
+    message: str

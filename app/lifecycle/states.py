@@ -1,0 +1,98 @@
+"""The lifecycle of instances and snapshots: one pure table each.
+
+Every change of ``status`` in onebox goes through ``check_transition``; the
+worker and the API never write a status the table does not allow. The tables
+are data, not code paths, so tests can walk every allowed and forbidden pair.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class InstanceStatus(enum.StrEnum):
+    PENDING = "pending"
+    """Stored and queued; no worker has touched the cloud yet."""
+
+    PROVISIONING = "provisioning"
+    """A worker is creating the VM and waiting for it to run."""
+
+    CONFIGURING = "configuring"
+    """The VM runs; Ansible is installing the SSH user, agent and bootstrap script."""
+
+    RUNNING = "running"
+    """Ready for the user: reachable over SSH, reporting health."""
+
+    FAILED = "failed"
+    """A step failed for good; everything it created was removed. ``error`` says why."""
+
+    DELETING = "deleting"
+    """The user asked to delete it; a worker is removing it from the cloud."""
+
+    DELETED = "deleted"
+    """Gone from the cloud. The record is kept for history; nothing can follow."""
+
+
+class SnapshotStatus(enum.StrEnum):
+    CREATING = "creating"
+    """A worker is snapshotting the instance's root disk."""
+
+    AVAILABLE = "available"
+    """Ready: new instances may start from it."""
+
+    FAILED = "failed"
+    """The snapshot could not be made; whatever was started was removed."""
+
+    DELETING = "deleting"
+    """The user asked to delete it; a worker is removing it from the cloud."""
+
+    DELETED = "deleted"
+    """Gone from the cloud; the record is kept."""
+
+
+I = InstanceStatus
+INSTANCE_TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {
+    I.PENDING: frozenset({I.PROVISIONING, I.FAILED}),
+    I.PROVISIONING: frozenset({I.CONFIGURING, I.FAILED}),
+    I.CONFIGURING: frozenset({I.RUNNING, I.FAILED}),
+    I.RUNNING: frozenset({I.DELETING}),
+    I.FAILED: frozenset({I.DELETING}),
+    I.DELETING: frozenset({I.DELETED}),
+    I.DELETED: frozenset(),
+}
+
+S = SnapshotStatus
+SNAPSHOT_TRANSITIONS: dict[SnapshotStatus, frozenset[SnapshotStatus]] = {
+    S.CREATING: frozenset({S.AVAILABLE, S.FAILED}),
+    S.AVAILABLE: frozenset({S.DELETING}),
+    S.FAILED: frozenset({S.DELETING}),
+    S.DELETING: frozenset({S.DELETED}),
+    S.DELETED: frozenset(),
+}
+
+# Instances whose cloud resources may exist and cost money.
+LIVE_INSTANCE_STATUSES = frozenset({I.PENDING, I.PROVISIONING, I.CONFIGURING, I.RUNNING, I.DELETING})
+IN_PROGRESS_STATUSES = frozenset({I.PENDING, I.PROVISIONING, I.CONFIGURING})
+
+
+class TransitionError(ValueError):
+    def __init__(self, current: str, target: str) -> None:
+        super().__init__(f"cannot go from {current} to {target}")
+        self.current, self.target = current, target
+
+
+def can_transition(current: str, target: str, table=None) -> bool:
+    table = INSTANCE_TRANSITIONS if table is None else table
+    status_type = next(iter(table)).__class__
+    return status_type(target) in table[status_type(current)]
+
+
+def check_transition(current: str, target: str, table=None) -> None:
+    if not can_transition(current, target, table):
+        raise TransitionError(current, target)
+
+
+def sources_of(target: str, table=None) -> list[str]:
+    """The statuses from which ``target`` may be reached (for guarded updates)."""
+    table = INSTANCE_TRANSITIONS if table is None else table
+    return [str(s) for s, targets in table.items() if target in targets]

@@ -1,0 +1,110 @@
+"""onebox's one settings object.
+
+Every knob is an environment variable prefixed ``ONEBOX_`` (``ONEBOX_MONGODB_URL``,
+``ONEBOX_JWT_SECRET``, …), read once by ``get_settings()``. Secrets are
+``SecretStr`` so they never show up in a repr, a log line or a response.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MIN_HS256_SECRET_BYTES = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ONEBOX_", extra="ignore")
+
+    # --- where things live -------------------------------------------------
+    data_dir: Path = Field(default=REPO_ROOT / ".data", description="state of the embedded default")
+
+    # --- database -----------------------------------------------------------
+    mongodb_url: str | None = Field(default=None, description="any MongoDB 7+; unset = embedded FerretDB")
+    database: str = "onebox"
+    embedded_db_address: str = "127.0.0.1:27018"
+    ferretdb_binary: Path = REPO_ROOT / ".bin" / "onebox-ferretdb"
+    db_timeout_seconds: float = Field(default=4.0, description="every database call, server selection included")
+
+    # --- HTTP ---------------------------------------------------------------
+    public_url: str = Field(default="http://127.0.0.1:8000", description="how agents on VMs reach this API")
+    max_body_bytes: int = 256 * 1024
+
+    # --- tokens -------------------------------------------------------------
+    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"
+    jwt_secret: SecretStr | None = Field(default=None, description="HS256 secret; unset = generated under data_dir")
+    jwt_public_key: str | None = Field(default=None, description="PEM, for RS256/ES256")
+    jwt_private_key: SecretStr | None = Field(default=None, description="PEM, only to mint tokens with RS256/ES256")
+    jwt_issuer: str = "onebox"
+    jwt_audience: str = "onebox"
+    jwt_leeway_seconds: int = 30
+
+    # --- providers ----------------------------------------------------------
+    providers: list[str] = Field(default=["local"], description="enabled providers")
+    provider_threads: int = Field(default=16, description="cloud SDK calls in flight at once per process")
+    local_ssh_port: int = 2222
+    local_address_first: int = 10  # 127.0.0.N, N from first to last
+    local_address_last: int = 250
+    local_create_delay_seconds: float = Field(default=0.0, description="pretend the 'cloud' is slow (tests, demos)")
+
+    # --- worker -------------------------------------------------------------
+    worker_concurrency: int = 8
+    lease_seconds: float = 30.0
+    poll_seconds: float = 0.5
+    max_attempts: int = 5
+    backoff_base_seconds: float = 2.0
+    backoff_max_seconds: float = 120.0
+    wait_running_timeout_seconds: float = 600.0
+    inject_faults: list[str] = Field(
+        default=[], description="step names that fail right after doing their work (tests and failure drills)"
+    )
+
+    @field_validator("providers", "inject_faults", mode="before")
+    @classmethod
+    def _comma_list(cls, value):
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    # --- derived ------------------------------------------------------------
+    @property
+    def embedded_db(self) -> bool:
+        return self.mongodb_url is None
+
+    @property
+    def effective_mongodb_url(self) -> str:
+        if self.mongodb_url:
+            return self.mongodb_url
+        # FerretDB v1 has no retryable writes: findAndModify with a txnNumber never answers.
+        return f"mongodb://{self.embedded_db_address}/?retryWrites=false&directConnection=true"
+
+    def hs256_secret(self) -> bytes:
+        """The HS256 secret: configured, or generated once under data_dir (mode 0600)."""
+        if self.jwt_secret is not None:
+            secret = self.jwt_secret.get_secret_value().encode()
+        else:
+            path = self.data_dir / "jwt-secret"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_urlsafe(48))
+            secret = path.read_text().strip().encode()
+        if len(secret) < MIN_HS256_SECRET_BYTES:
+            raise ValueError(
+                f"ONEBOX_JWT_SECRET is {len(secret)} bytes; HS256 needs at least {MIN_HS256_SECRET_BYTES}"
+                " (generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return secret
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,282 @@
+"""The provider contract: what onebox asks of a cloud, and nothing more.
+
+The lifecycle engine (``app/lifecycle``) drives every cloud through the one
+``Provider`` protocol below. A provider turns these calls into its SDK's calls,
+translates the cloud's states to ``InstanceState``/``SnapshotState`` through a
+small status map, and raises the typed errors at the bottom of this module.
+
+Rules every provider keeps, because the engine relies on them:
+
+* Methods block (cloud SDKs do); the engine calls them in worker threads with a
+  bound on concurrency, never on the event loop.
+* ``create_instance`` is idempotent for ``spec.instance_id``. Every cloud
+  resource it makes is tagged ``managed-by=onebox`` and
+  ``onebox-instance-id=<id>``; before making anything it looks for resources
+  carrying that tag and resumes them instead of making a second set. A worker
+  that dies half-way through a create and is replaced must not leak or
+  duplicate anything.
+* ``delete_instance`` finds what to delete by tag, not only by a recorded id,
+  and returns only once the cloud confirms every part is gone. Deleting
+  something already gone is not an error.
+* Errors are typed: ``ProviderError(retryable=True)`` is retried by the engine
+  with backoff; anything else fails the step for good and triggers cleanup.
+  Messages are written for the user who asked for the instance and never
+  contain credentials.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol, runtime_checkable
+
+MANAGED_BY_TAG = "managed-by"
+MANAGED_BY_VALUE = "onebox"
+INSTANCE_ID_TAG = "onebox-instance-id"
+SNAPSHOT_ID_TAG = "onebox-snapshot-id"
+OWNER_TAG = "onebox-owner"
+
+# Portable image names a user may give instead of a cloud's native image id.
+IMAGE_ALIASES: tuple[str, ...] = ("ubuntu-22.04", "ubuntu-24.04", "debian-12")
+
+
+def managed_tags(instance_id: str, owner: str) -> dict[str, str]:
+    """The tags every cloud resource of one onebox instance carries."""
+    return {MANAGED_BY_TAG: MANAGED_BY_VALUE, INSTANCE_ID_TAG: instance_id, OWNER_TAG: owner}
+
+
+class InstanceState(enum.StrEnum):
+    """A cloud VM's state, normalized across clouds."""
+
+    PENDING = "pending"  # accepted by the cloud, not yet running
+    RUNNING = "running"
+    STOPPING = "stopping"  # shutting down or being deleted
+    STOPPED = "stopped"
+    TERMINATED = "terminated"  # gone, or about to vanish from listings
+    UNKNOWN = "unknown"
+
+
+class SnapshotState(enum.StrEnum):
+    """A cloud snapshot's (image's) state, normalized across clouds."""
+
+    CREATING = "creating"
+    AVAILABLE = "available"
+    FAILED = "failed"
+    DELETING = "deleting"
+
+
+@dataclass(frozen=True)
+class MachineType:
+    """One size a user may ask for."""
+
+    name: str
+    vcpus: int  # counted against the user's vCPU quota
+    memory_gb: float
+
+
+@dataclass(frozen=True)
+class Region:
+    """One region, the zones in it and the machine types it offers."""
+
+    name: str
+    zones: tuple[str, ...]
+    machine_types: Mapping[str, MachineType]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What a provider offers; the API validates every request against it."""
+
+    regions: Mapping[str, Region]
+    images: tuple[str, ...] = IMAGE_ALIASES  # aliases; native ids are checked by the cloud
+    native_image_pattern: str | None = None  # regex a native image id must match, if any
+
+
+@dataclass(frozen=True)
+class SnapshotRef:
+    """Enough to find one of our snapshots in the cloud."""
+
+    snapshot_id: str  # onebox's id, also the cloud-side tag
+    region: str
+    cloud_id: str | None = None  # AMI id, GCE snapshot path, ARM resource id, archive path …
+
+
+@dataclass(frozen=True)
+class InstanceRef:
+    """Enough to find one of our instances in the cloud."""
+
+    instance_id: str  # onebox's id, also the cloud-side tag
+    region: str
+    zone: str | None = None
+    cloud_id: str | None = None  # recorded once known; lookups by tag never need it
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What the user asked for, as the provider needs it."""
+
+    instance_id: str
+    owner: str
+    name: str
+    region: str
+    zone: str | None
+    machine_type: str
+    ssh_user: str
+    ssh_public_key: str  # one OpenSSH public key line
+    disk_gb: int
+    image: str | None = None  # alias or native id; None means the provider's default
+    snapshot: SnapshotRef | None = None  # start from this snapshot instead of an image
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> InstanceRef:
+        return InstanceRef(self.instance_id, self.region, self.zone)
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """What the cloud says about one of our instances."""
+
+    instance_id: str
+    cloud_id: str  # the cloud's own id (EC2 id, GCE self path, ARM resource id, local dir)
+    state: InstanceState
+    region: str
+    zone: str | None = None
+    public_ip: str | None = None
+    private_ip: str | None = None
+    ssh_port: int = 22  # where configuration management reaches sshd on public_ip
+    extra: Mapping[str, str] = field(default_factory=dict)  # provider-specific, for events only
+
+
+@dataclass(frozen=True)
+class SnapshotSpec:
+    """A snapshot of one instance's root disk."""
+
+    snapshot_id: str
+    owner: str
+    name: str
+    instance: InstanceRef  # cloud_id is filled
+    reboot: bool = False  # AWS: let create_image reboot the instance for a consistent image
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """What the cloud says about one of our snapshots."""
+
+    snapshot_id: str
+    cloud_id: str
+    state: SnapshotState
+    region: str
+    message: str | None = None  # why it failed, when it did
+
+
+@dataclass(frozen=True)
+class ManagedResource:
+    """One cloud resource tagged managed-by=onebox, for garbage collection."""
+
+    kind: str  # "instance", "snapshot", "disk", "nic", "public-ip", "image", …
+    cloud_id: str
+    region: str
+    instance_id: str | None = None
+    snapshot_id: str | None = None
+    state: str | None = None
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """One cloud. Every method blocks; every method is safe to call again."""
+
+    name: str
+
+    def catalog(self) -> Catalog:
+        """Regions, zones and machine types; cached by the provider."""
+        ...
+
+    def create_instance(self, spec: InstanceSpec) -> InstanceInfo:
+        """Create the VM, or resume the one already tagged with spec.instance_id.
+
+        Returns once the cloud has accepted the request; the VM may still be
+        starting (state PENDING).
+        """
+        ...
+
+    def wait_running(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        """Block until the VM is running with its addresses known.
+
+        Raises ProviderError(retryable=True) on timeout, ProviderError when it
+        ends in a state it can never leave (terminated, failed).
+        """
+        ...
+
+    def get_instance(self, ref: InstanceRef) -> InstanceInfo:
+        """The VM's current state; NotFound once it is gone."""
+        ...
+
+    def delete_instance(self, ref: InstanceRef) -> None:
+        """Delete every resource tagged with ref.instance_id; return when all are gone."""
+        ...
+
+    def create_snapshot(self, spec: SnapshotSpec) -> SnapshotInfo:
+        """Snapshot the instance's root disk (idempotent by snapshot_id) and wait until available."""
+        ...
+
+    def get_snapshot(self, ref: SnapshotRef) -> SnapshotInfo:
+        """The snapshot's current state; NotFound once it is gone."""
+        ...
+
+    def delete_snapshot(self, ref: SnapshotRef) -> None:
+        """Delete the snapshot and what backs it; return when gone. Gone already is fine."""
+        ...
+
+    def list_managed(self) -> list[ManagedResource]:
+        """Every resource tagged managed-by=onebox, in every configured region."""
+        ...
+
+
+class ProviderError(Exception):
+    """A cloud call failed. ``retryable`` tells the engine whether to try again."""
+
+    code = "provider_error"
+    default_retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = self.default_retryable if retryable is None else retryable
+        if code is not None:
+            self.code = code
+        self.retry_after = retry_after  # seconds the cloud asked us to wait, if it said
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class CapacityError(ProviderError):
+    """The cloud has no capacity for this machine type in this zone right now."""
+
+    code = "capacity"
+
+
+class QuotaError(ProviderError):
+    """The cloud account's quota would be exceeded."""
+
+    code = "quota"
+
+
+class NotFound(ProviderError):
+    """The resource does not exist (any more)."""
+
+    code = "not_found"
+
+
+class InvalidRequest(ProviderError):
+    """The cloud refused the request as malformed (bad image, bad parameter)."""
+
+    code = "invalid_request"
