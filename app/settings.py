@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     local_address_last: int = 250
     local_create_delay_seconds: float = Field(default=0.0, description="pretend the 'cloud' is slow (tests, demos)")
 
+    # --- configuration management ---------------------------------------
+    configure: Literal["ansible", "skip"] = Field(
+        default="skip", description="skip = no Ansible run; an event says it was skipped (development)"
+    )
+
     # --- worker -------------------------------------------------------------
     worker_concurrency: int = 8
     lease_seconds: float = 30.0

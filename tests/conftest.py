@@ -38,3 +38,108 @@ def ssh_keypair(tmp_path_factory) -> SshKeyPair:
     key = d / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "tester@onebox", "-f", str(key)], check=True)
     return SshKeyPair(key, (d / "id_ed25519.pub").read_text().strip(), d / "known_hosts")
+
+
+# --- a real MongoDB-protocol server, and the app on top of it -----------------
+
+import asyncio  # noqa: E402
+import os  # noqa: E402
+import uuid  # noqa: E402
+
+import httpx  # noqa: E402
+
+from app.embedded_db import EmbeddedDatabase  # noqa: E402
+from app.settings import REPO_ROOT, Settings  # noqa: E402
+
+FERRETDB_BINARY = Path(os.environ.get("ONEBOX_TEST_FERRETDB", REPO_ROOT / ".bin" / "onebox-ferretdb"))
+TEST_SECRET = "test-secret-" + "x" * 40
+
+
+@pytest.fixture(scope="session")
+def ferretdb(tmp_path_factory):
+    """One FerretDB for the session, on a free port, its SQLite files on tmpfs when there is one."""
+    if not FERRETDB_BINARY.exists():
+        pytest.fail(f"{FERRETDB_BINARY} is missing: run `make ferretdb` (make test does)")
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path_factory.getbasetemp()
+    data = base / f"onebox-test-ferretdb-{uuid.uuid4().hex[:8]}"
+    db = EmbeddedDatabase(FERRETDB_BINARY, f"127.0.0.1:{free_port()}", data,
+                          log_path=tmp_path_factory.getbasetemp() / "ferretdb.log").start()
+    yield db
+    db.stop()
+    import shutil
+
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def make_settings(ferretdb, data_dir: Path, **overrides) -> Settings:
+    values = dict(
+        data_dir=data_dir,
+        mongodb_url=ferretdb.url(),
+        database=f"t_{uuid.uuid4().hex[:12]}",
+        jwt_secret=TEST_SECRET,
+        lease_seconds=3.0,
+        poll_seconds=0.05,
+        backoff_base_seconds=0.05,
+        backoff_max_seconds=0.5,
+        max_attempts=3,
+        wait_running_timeout_seconds=20.0,
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(ferretdb, tmp_path) -> Settings:
+    return make_settings(ferretdb, tmp_path / "data")
+
+
+def _remove_local_instances(data_dir: Path) -> None:
+    from providers.base import InstanceRef
+    from providers.local import LocalConfig, LocalProvider
+
+    local = LocalProvider(LocalConfig(root=data_dir / "local"))
+    for resource in local.list_managed():
+        if resource.kind == "instance":
+            local.delete_instance(InstanceRef(resource.instance_id, resource.region))
+
+
+@pytest.fixture
+async def services(settings):
+    from app.services import Services
+
+    svc = Services.build(settings)
+    await svc.db.ensure_indexes()
+    yield svc
+    await svc.close()
+    _remove_local_instances(settings.data_dir)  # never leave an sshd behind a test
+
+
+@pytest.fixture
+async def api(services):
+    from app.main import create_app
+
+    app = create_app(services.settings, services)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://onebox.test") as client:
+        yield client
+
+
+@pytest.fixture
+async def worker(services):
+    """A worker running in the background of the test's event loop."""
+    from app.worker.runner import Worker
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(Worker(services).run(stop))
+    yield
+    stop.set()
+    await task
+
+
+@pytest.fixture
+def mint(services):
+    def mint(user: str = "alice", admin: bool = False) -> dict[str, str]:
+        role = "admin" if admin else "user"
+        return {"Authorization": f"Bearer {services.tokens.mint(user, role=role)}"}
+
+    return mint

@@ -137,7 +137,7 @@ class InstancePublic(BaseModel):
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "InstancePublic":
-        fields = {k: v for k, v in doc.items() if k in cls.model_fields}
+        fields = {k: v for k, v in doc.items() if k in cls.model_fields and v is not None}
         return cls(id=doc["_id"], **fields)
 
 

@@ -10,44 +10,45 @@ from __future__ import annotations
 import enum
 
 
-class InstanceStatus(enum.StrEnum):
-    PENDING = "pending"
-    """Stored and queued; no worker has touched the cloud yet."""
+class _DocumentedStatus(str, enum.Enum):
+    """A status whose every member carries its own docstring."""
 
-    PROVISIONING = "provisioning"
-    """A worker is creating the VM and waiting for it to run."""
+    def __new__(cls, value: str, doc: str):
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.__doc__ = doc
+        return member
 
-    CONFIGURING = "configuring"
-    """The VM runs; Ansible is installing the SSH user, agent and bootstrap script."""
-
-    RUNNING = "running"
-    """Ready for the user: reachable over SSH, reporting health."""
-
-    FAILED = "failed"
-    """A step failed for good; everything it created was removed. ``error`` says why."""
-
-    DELETING = "deleting"
-    """The user asked to delete it; a worker is removing it from the cloud."""
-
-    DELETED = "deleted"
-    """Gone from the cloud. The record is kept for history; nothing can follow."""
+    def __str__(self) -> str:
+        return self.value
 
 
-class SnapshotStatus(enum.StrEnum):
-    CREATING = "creating"
-    """A worker is snapshotting the instance's root disk."""
+class InstanceStatus(_DocumentedStatus):
+    PENDING = "pending", "Stored and queued; no worker has touched the cloud yet."
 
-    AVAILABLE = "available"
-    """Ready: new instances may start from it."""
+    PROVISIONING = "provisioning", "A worker is creating the VM and waiting for it to run."
 
-    FAILED = "failed"
-    """The snapshot could not be made; whatever was started was removed."""
+    CONFIGURING = "configuring", "The VM runs; Ansible is installing the SSH user, agent and bootstrap script."
 
-    DELETING = "deleting"
-    """The user asked to delete it; a worker is removing it from the cloud."""
+    RUNNING = "running", "Ready for the user: reachable over SSH, reporting health."
 
-    DELETED = "deleted"
-    """Gone from the cloud; the record is kept."""
+    FAILED = "failed", "A step failed for good; everything it created was removed. ``error`` says why."
+
+    DELETING = "deleting", "The user asked to delete it; a worker is removing it from the cloud."
+
+    DELETED = "deleted", "Gone from the cloud. The record is kept for history; nothing can follow."
+
+
+class SnapshotStatus(_DocumentedStatus):
+    CREATING = "creating", "A worker is snapshotting the instance's root disk."
+
+    AVAILABLE = "available", "Ready: new instances may start from it."
+
+    FAILED = "failed", "The snapshot could not be made; whatever was started was removed."
+
+    DELETING = "deleting", "The user asked to delete it; a worker is removing it from the cloud."
+
+    DELETED = "deleted", "Gone from the cloud; the record is kept."
 
 
 I = InstanceStatus

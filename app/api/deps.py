@@ -1,0 +1,37 @@
+"""Route dependencies: the services of this process, typed for signatures."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.instances.service import InstanceService
+from app.services import Services
+from app.snapshots.service import SnapshotService
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def instance_service(services: ServicesDep) -> InstanceService:
+    return InstanceService(services)
+
+
+def snapshot_service(services: ServicesDep) -> SnapshotService:
+    return SnapshotService(services)
+
+
+Instances = Annotated[InstanceService, Depends(instance_service)]
+Snapshots = Annotated[SnapshotService, Depends(snapshot_service)]
+
+PROBLEM_RESPONSES = {
+    401: {"description": "missing or invalid token", "content": {"application/problem+json": {}}},
+    404: {"description": "not found (or not yours)", "content": {"application/problem+json": {}}},
+    422: {"description": "invalid input; `errors` names each field", "content": {"application/problem+json": {}}},
+    503: {"description": "database unavailable", "content": {"application/problem+json": {}}},
+}

@@ -1,0 +1,65 @@
+"""HTTP routes for instances: parse, authorize, call the service, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query, Response
+
+from app.api.deps import PROBLEM_RESPONSES, Instances
+from app.auth.deps import CurrentUser
+from app.instances.models import Event, InstanceCreate, InstanceList, InstancePublic
+
+router = APIRouter(prefix="/v1/instances", tags=["instances"], responses=PROBLEM_RESPONSES)
+
+StatusFilter = Literal["pending", "provisioning", "configuring", "running", "failed", "deleting", "deleted"]
+ProviderFilter = Literal["aws", "gcp", "azure", "local"]
+
+
+@router.post("", status_code=202, response_model=InstancePublic,
+             responses={409: {"description": "Idempotency-Key reused with another body, or snapshot not available"}})
+async def create_instance(
+    body: InstanceCreate,
+    user: CurrentUser,
+    instances: Instances,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
+) -> InstancePublic:
+    """Ask for an instance. It is stored and queued; a worker provisions it. Watch `status` and the events."""
+    doc = await instances.create(user, body, idempotency_key)
+    response.headers["Location"] = f"/v1/instances/{doc['_id']}"
+    return InstancePublic.from_doc(doc)
+
+
+@router.get("", response_model=InstanceList)
+async def list_instances(
+    user: CurrentUser,
+    instances: Instances,
+    status: StatusFilter | None = None,
+    provider: ProviderFilter | None = None,
+    owner: Annotated[str | None, Query(max_length=200, description="admins only: one user's instances")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> InstanceList:
+    """Your instances, newest first. Deleted ones are left out unless `status=deleted`."""
+    docs, next_cursor = await instances.list(user, status=status, provider=provider, limit=limit, cursor=cursor,
+                                             owner=owner)
+    return InstanceList(items=[InstancePublic.from_doc(d) for d in docs], next_cursor=next_cursor)
+
+
+@router.get("/{instance_id}", response_model=InstancePublic)
+async def get_instance(instance_id: str, user: CurrentUser, instances: Instances) -> InstancePublic:
+    return InstancePublic.from_doc(await instances.get(user, instance_id))
+
+
+@router.delete("/{instance_id}", status_code=202, response_model=InstancePublic,
+               responses={409: {"description": "already deleting or deleted; `current_status` says which"}})
+async def delete_instance(instance_id: str, user: CurrentUser, instances: Instances) -> InstancePublic:
+    """Delete the instance in its cloud. Status goes `deleting`, then `deleted`; the record is kept."""
+    return InstancePublic.from_doc(await instances.delete(user, instance_id))
+
+
+@router.get("/{instance_id}/events", response_model=list[Event])
+async def instance_events(instance_id: str, user: CurrentUser, instances: Instances) -> list[Event]:
+    """What happened to the instance, oldest first."""
+    return [Event.model_validate(e) for e in await instances.events(user, instance_id)]

@@ -1,0 +1,45 @@
+"""HTTP routes for snapshots of an instance's root disk."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from app.api.deps import PROBLEM_RESPONSES, Snapshots
+from app.auth.deps import CurrentUser
+from app.snapshots.models import SnapshotCreate, SnapshotList, SnapshotPublic
+
+router = APIRouter(tags=["snapshots"], responses=PROBLEM_RESPONSES)
+
+
+@router.post("/v1/instances/{instance_id}/snapshots", status_code=202, response_model=SnapshotPublic,
+             responses={409: {"description": "the instance is not running"}})
+async def create_snapshot(instance_id: str, body: SnapshotCreate, user: CurrentUser,
+                          snapshots: Snapshots) -> SnapshotPublic:
+    """Snapshot the instance's root disk. New instances can start from it once it is `available`."""
+    return SnapshotPublic.from_doc(await snapshots.create(user, instance_id, body))
+
+
+@router.get("/v1/snapshots", response_model=SnapshotList)
+async def list_snapshots(
+    user: CurrentUser,
+    snapshots: Snapshots,
+    status: Literal["creating", "available", "failed", "deleting", "deleted"] | None = None,
+    instance_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> SnapshotList:
+    docs, next_cursor = await snapshots.list(user, status=status, instance_id=instance_id, limit=limit, cursor=cursor)
+    return SnapshotList(items=[SnapshotPublic.from_doc(d) for d in docs], next_cursor=next_cursor)
+
+
+@router.get("/v1/snapshots/{snapshot_id}", response_model=SnapshotPublic)
+async def get_snapshot(snapshot_id: str, user: CurrentUser, snapshots: Snapshots) -> SnapshotPublic:
+    return SnapshotPublic.from_doc(await snapshots.get(user, snapshot_id))
+
+
+@router.delete("/v1/snapshots/{snapshot_id}", status_code=202, response_model=SnapshotPublic,
+               responses={409: {"description": "the snapshot is being created or already deleted"}})
+async def delete_snapshot(snapshot_id: str, user: CurrentUser, snapshots: Snapshots) -> SnapshotPublic:
+    return SnapshotPublic.from_doc(await snapshots.delete(user, snapshot_id))

@@ -1,0 +1,61 @@
+"""The providers this onebox offers, built lazily from settings.
+
+Cloud SDKs are imported only when their provider is first used, so the service
+starts even where one cloud's SDK is missing. Provider calls block; ``call``
+runs them in worker threads, at most ``provider_threads`` at once, never on
+the event loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any, Callable, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from app.settings import Settings
+from providers.base import Provider
+
+T = TypeVar("T")
+
+
+class UnknownProvider(KeyError):
+    pass
+
+
+class ProviderRegistry:
+    def __init__(self, settings: Settings, overrides: dict[str, Provider] | None = None) -> None:
+        self.settings = settings
+        self._providers: dict[str, Provider] = dict(overrides or {})
+        self._lock = threading.Lock()
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    @property
+    def enabled(self) -> list[str]:
+        return list(self.settings.providers)
+
+    def get(self, name: str) -> Provider:
+        if name not in self.settings.providers:
+            raise UnknownProvider(name)
+        with self._lock:
+            if name not in self._providers:
+                self._providers[name] = self._build(name)
+            return self._providers[name]
+
+    def _build(self, name: str) -> Provider:
+        s = self.settings
+        if name == "local":
+            from providers.local import LocalConfig, LocalProvider
+
+            return LocalProvider(LocalConfig(
+                root=s.data_dir / "local", ssh_port=s.local_ssh_port, address_first=s.local_address_first,
+                address_last=s.local_address_last, create_delay=s.local_create_delay_seconds,
+            ))
+        raise UnknownProvider(name)
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.settings.provider_threads)
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self._limiter)

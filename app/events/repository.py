@@ -1,0 +1,32 @@
+"""An instance's events: what happened to it, oldest first.
+
+Events are for people watching an instance come up. They never hold secrets:
+messages come from our own code and providers' user-facing messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+
+from app.clock import utcnow
+
+log = logging.getLogger("onebox.events")
+MAX_MESSAGE_CHARS = 8192
+
+
+class EventLog:
+    def __init__(self, collection: AsyncCollection) -> None:
+        self.collection = collection
+
+    async def add(self, instance_id: str, type_: str, message: str, *, step: str | None = None) -> None:
+        doc = {"instance_id": instance_id, "at": utcnow(), "type": type_, "step": step,
+               "message": message[-MAX_MESSAGE_CHARS:]}
+        await self.collection.insert_one(doc)
+        log.info("%s %s%s: %s", instance_id, type_, f" [{step}]" if step else "", message[:300])
+
+    async def list(self, instance_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        cursor = self.collection.find({"instance_id": instance_id}).sort([("at", 1), ("_id", 1)]).limit(limit)
+        return [doc async for doc in cursor]

@@ -1,0 +1,197 @@
+"""The rules of instances: who may see what, what may be created, how deletes go.
+
+Requests never call a cloud: creating stores the record with its provision
+job (one write), deleting flips the status and queues the delete job (one
+guarded write). Workers do the rest (``app.lifecycle``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from app.auth.tokens import Principal
+from app.clock import utcnow
+from app.cloud import UnknownProvider
+from app.db import is_duplicate_key
+from app.ids import new_instance_id
+from app.instances.models import InstanceCreate
+from app.lifecycle.specs import DEFAULT_DISK_GB
+from app.lifecycle.states import IN_PROGRESS_STATUSES, InstanceStatus, check_transition
+from app.pagination import page
+from app.problems import Problem, field_problem, not_found
+from app.services import Services
+from app.worker.jobs import new_job
+from providers.base import ProviderError
+
+S = InstanceStatus
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def owner_filter(principal: Principal) -> dict[str, Any]:
+    return {} if principal.is_admin else {"owner": principal.subject}
+
+
+class InstanceService:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.db = services.db
+
+    # --- reading -------------------------------------------------------------
+    async def get(self, principal: Principal, instance_id: str) -> dict[str, Any]:
+        doc = await self.db.instances.find_one({"_id": instance_id, **owner_filter(principal)})
+        if doc is None:
+            raise not_found("instance", instance_id)  # another user's instance looks absent, not forbidden
+        return doc
+
+    async def list(self, principal: Principal, *, status: str | None, provider: str | None, limit: int,
+                   cursor: str | None, owner: str | None = None) -> tuple[list[dict], str | None]:
+        query: dict[str, Any] = owner_filter(principal)
+        if owner and principal.is_admin:
+            query["owner"] = owner
+        query["status"] = status if status else {"$ne": S.DELETED}
+        if provider:
+            query["provider"] = provider
+        return await page(self.db.instances, query, limit, cursor)
+
+    async def events(self, principal: Principal, instance_id: str) -> list[dict[str, Any]]:
+        await self.get(principal, instance_id)
+        return await self.services.events.list(instance_id)
+
+    # --- creating --------------------------------------------------------------
+    async def _check_placement(self, body: InstanceCreate) -> None:
+        registry = self.services.providers
+        try:
+            provider = registry.get(body.provider)
+        except UnknownProvider:
+            raise field_problem("provider", f"'{body.provider}' is not enabled here; enabled: {', '.join(registry.enabled)}") from None
+        try:
+            catalog = await registry.call(provider.catalog)
+        except ProviderError as exc:
+            raise Problem(503, "catalog_unavailable", "Provider catalog unavailable", exc.message,
+                          headers={"Retry-After": "10"}) from None
+        region = catalog.regions.get(body.region)
+        if region is None:
+            known = ", ".join(sorted(catalog.regions)[:20])
+            raise field_problem("region", f"unknown region '{body.region}' for {body.provider}; known: {known}")
+        if body.zone is not None and body.zone not in region.zones:
+            raise field_problem("zone", f"unknown zone '{body.zone}' in {body.region}; known: {', '.join(region.zones)}")
+        if body.machine_type not in region.machine_types:
+            known = ", ".join(sorted(region.machine_types)[:20])
+            raise field_problem("machine_type", f"unknown machine type '{body.machine_type}' in {body.region}; known: {known}")
+        if body.image is not None and body.image not in catalog.images:
+            pattern = catalog.native_image_pattern
+            if not pattern or not re.fullmatch(pattern, body.image):
+                raise field_problem("image", f"unknown image '{body.image}'; use one of {', '.join(catalog.images)}"
+                                    + (" or a native image id" if pattern else ""))
+
+    async def _check_snapshot(self, principal: Principal, body: InstanceCreate) -> None:
+        if body.snapshot_id is None:
+            return
+        snap = await self.db.snapshots.find_one({"_id": body.snapshot_id, **owner_filter(principal)})
+        if snap is None:
+            raise field_problem("snapshot_id", f"no snapshot {body.snapshot_id}")
+        if snap["provider"] != body.provider or snap["region"] != body.region:
+            raise field_problem("snapshot_id", f"snapshot {body.snapshot_id} is in {snap['provider']}/{snap['region']},"
+                                f" not {body.provider}/{body.region}")
+        if snap["status"] != "available":
+            raise field_problem("snapshot_id", f"snapshot {body.snapshot_id} is {snap['status']}, not available",
+                                status=409, code="snapshot_not_available")
+
+    async def create(self, principal: Principal, body: InstanceCreate,
+                     idempotency_key: str | None) -> dict[str, Any]:
+        await self._check_placement(body)
+        await self._check_snapshot(principal, body)
+        instance_id = new_instance_id()
+        if idempotency_key is not None:
+            replay, instance_id = await self._claim_idempotency_key(principal, body, idempotency_key, instance_id)
+            if replay is not None:
+                return replay
+        now = utcnow()
+        doc = {
+            "_id": instance_id,
+            "owner": principal.subject,
+            **body.model_dump(exclude={"disk_gb"}),
+            "disk_gb": body.disk_gb or DEFAULT_DISK_GB,
+            "status": S.PENDING.value,
+            "error": None,
+            "public_ip": None,
+            "private_ip": None,
+            "ssh_port": None,
+            "cloud_id": None,
+            "health": None,
+            "delete_requested": False,
+            "created_at": now,
+            "updated_at": now,
+            "job": new_job("provision", now),
+        }
+        try:
+            await self.db.instances.insert_one(doc)
+        except Exception as exc:
+            if is_duplicate_key(exc):  # a concurrent replay of the same idempotency key won
+                return await self.db.instances.find_one({"_id": instance_id})
+            raise
+        await self.services.events.add(instance_id, "created", f"queued {body.provider} instance in {body.region}")
+        return doc
+
+    async def _claim_idempotency_key(self, principal: Principal, body: InstanceCreate, key: str,
+                                     instance_id: str) -> tuple[dict | None, str]:
+        if not key or len(key) > MAX_IDEMPOTENCY_KEY:
+            raise field_problem("Idempotency-Key", f"must be 1-{MAX_IDEMPOTENCY_KEY} characters")
+        body_hash = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        record = {"_id": hashlib.sha256(f"{principal.subject}\0{key}".encode()).hexdigest(),
+                  "owner": principal.subject, "key": key, "body_hash": body_hash,
+                  "instance_id": instance_id, "created_at": utcnow()}
+        try:
+            await self.db.idempotency.insert_one(record)
+            return None, instance_id
+        except Exception as exc:
+            if not is_duplicate_key(exc):
+                raise
+        existing = await self.db.idempotency.find_one({"owner": principal.subject, "key": key})
+        if existing is None:  # pragma: no cover - the record cannot vanish; be safe anyway
+            raise Problem(409, "idempotency_conflict", "Idempotency-Key in use", "retry the request")
+        if existing["body_hash"] != body_hash:
+            raise Problem(409, "idempotency_conflict", "Idempotency-Key reused",
+                          "this Idempotency-Key was used with a different request body",
+                          errors=[{"field": "Idempotency-Key", "message": "already used with another body"}])
+        instance = await self.db.instances.find_one({"_id": existing["instance_id"]})
+        # No instance yet: the first request died between the two writes; finish its work.
+        return instance, existing["instance_id"]
+
+    # --- deleting --------------------------------------------------------------
+    async def delete(self, principal: Principal, instance_id: str) -> dict[str, Any]:
+        for _ in range(3):  # the status may move under us between read and write; re-read and retry
+            doc = await self.get(principal, instance_id)
+            status = doc["status"]
+            now = utcnow()
+            if status in (S.RUNNING, S.FAILED) and doc.get("job") is None:
+                check_transition(status, S.DELETING)
+                updated = await self.db.instances.find_one_and_update(
+                    {"_id": instance_id, "status": status, "job": None},
+                    {"$set": {"status": S.DELETING.value, "updated_at": now, "delete_requested": True,
+                              "job": new_job("delete", now)}},
+                    return_document=True,
+                )
+                if updated is not None:
+                    await self.services.events.add(instance_id, "status", f"{status} → deleting")
+                    return updated
+                continue
+            if status in IN_PROGRESS_STATUSES and not doc.get("delete_requested"):
+                updated = await self.db.instances.find_one_and_update(
+                    {"_id": instance_id, "status": status, "delete_requested": {"$ne": True}},
+                    {"$set": {"delete_requested": True, "updated_at": now}},
+                    return_document=True,
+                )
+                if updated is not None:
+                    await self.services.events.add(instance_id, "delete.requested",
+                                                   f"delete requested while {status}; provisioning stops at the next step")
+                    return updated
+                continue
+            break
+        raise Problem(409, "already_deleting" if doc.get("delete_requested") or status in (S.DELETING, S.DELETED)
+                      else "conflict", "Instance cannot be deleted now",
+                      f"instance {instance_id} is {status}" + (" and a delete is under way" if doc.get("delete_requested") else ""),
+                      current_status=status)

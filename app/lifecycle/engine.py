@@ -1,0 +1,166 @@
+"""The step runner: one job, step by step, with retries, cleanup and events.
+
+A job definition names its ordered steps and what each does; this module
+runs them the same way for every kind of job:
+
+* steps already in ``job.steps_done`` are skipped, so a job resumed by another
+  worker starts at the first unfinished step (every step is idempotent);
+* each step writes ``step.started`` and ``step.succeeded`` (or ``step.retrying``
+  / ``step.failed``) events;
+* a retryable ``ProviderError`` gives the job back to the queue with
+  exponential backoff, up to ``max_attempts`` tries of that step;
+* any other failure is recorded in ``job.failure`` and the definition's
+  cleanup runs (itself retried, never given up), then ``fail``;
+* every write is guarded by the lease (see ``app.worker.jobs``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from app.clock import utcnow
+from app.lifecycle.states import check_transition
+from app.services import Services
+from app.worker.jobs import Claim, JobQueue, LeaseLost
+from providers.base import ProviderError
+
+log = logging.getLogger("onebox.lifecycle")
+
+FAULT_CODE = "injected_fault"
+
+
+@dataclass
+class JobContext:
+    services: Services
+    claim: Claim
+    table: dict
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        return self.claim.doc
+
+    @property
+    def event_instance_id(self) -> str:
+        return self.doc.get("instance_id") or self.doc["_id"]
+
+    async def event(self, type_: str, message: str, step: str | None = None) -> None:
+        await self.services.events.add(self.event_instance_id, type_, message, step=step)
+
+    async def transition(self, target: str, sets: dict[str, Any] | None = None,
+                         condition: dict[str, Any] | None = None) -> bool:
+        """Move to ``target`` through the state table; False when ``condition`` no longer holds."""
+        current = self.doc["status"]
+        check_transition(current, target, self.table)
+        update = {"$set": {"status": target, "updated_at": utcnow(), **(sets or {})}}
+        doc = await self.claim.update_if({"status": current, **(condition or {})}, update)
+        if doc is None:
+            return False
+        await self.event("status", f"{current} → {target}")
+        return True
+
+
+class JobDefinition(Protocol):
+    steps: tuple[str, ...]
+    retry_forever: bool  # deletes never give up: a leaked resource costs money
+
+    async def run_step(self, step: str, ctx: JobContext) -> dict[str, Any] | None: ...
+    async def cancel_requested(self, ctx: JobContext) -> bool: ...
+    async def succeed(self, ctx: JobContext) -> bool: ...
+    async def cleanup(self, ctx: JobContext) -> None: ...
+    async def fail(self, ctx: JobContext, failure: dict[str, Any]) -> None: ...
+
+
+def backoff_delay(settings, attempts: int, retry_after: float | None = None) -> float:
+    delay = min(settings.backoff_base_seconds * (2 ** attempts), settings.backoff_max_seconds)
+    delay *= 0.5 + random.random() / 2  # jitter, so retries of many jobs spread out
+    return max(delay, retry_after or 0.0)
+
+
+async def _retry_later(ctx: JobContext, attempts: int, delay: float) -> None:
+    not_before = utcnow() + dt.timedelta(seconds=delay)
+    await ctx.claim.update({"$set": {**JobQueue.release_fields(not_before), "job.attempts": attempts}})
+
+
+async def run_job(ctx: JobContext, definition: JobDefinition) -> None:
+    settings = ctx.services.settings
+    if ctx.claim.job.get("failure") is None:
+        failure = await _run_steps(ctx, definition)
+        if failure is None:
+            return
+    else:
+        failure = ctx.claim.job["failure"]
+    await _cleanup(ctx, definition, failure, settings)
+
+
+async def _run_steps(ctx: JobContext, definition: JobDefinition) -> dict[str, Any] | None:
+    """Run the remaining steps; None when the job ended (done, or given back for a retry)."""
+    settings = ctx.services.settings
+    for step in definition.steps:
+        if step in ctx.claim.job["steps_done"]:
+            continue
+        if await definition.cancel_requested(ctx):
+            failure = {"code": "cancelled", "message": "deleted before it was ready", "step": step}
+            await ctx.claim.update({"$set": {"job.failure": failure, "job.attempts": 0}})
+            await ctx.event("step.cancelled", "delete requested: stopping and cleaning up", step)
+            return failure
+        await ctx.event("step.started", f"{step} started", step)
+        failure = None
+        try:
+            sets = await definition.run_step(step, ctx) or {}
+            if step in settings.inject_faults:
+                raise ProviderError(f"fault injected after {step} (ONEBOX_INJECT_FAULTS)", code=FAULT_CODE)
+        except LeaseLost:
+            raise
+        except ProviderError as exc:
+            attempts = ctx.claim.job["attempts"] + 1
+            if exc.retryable and (definition.retry_forever or attempts < settings.max_attempts):
+                delay = backoff_delay(settings, attempts - 1, exc.retry_after)
+                await _retry_later(ctx, attempts, delay)
+                await ctx.event("step.retrying", f"{exc.message}; retrying in {delay:.0f}s (attempt {attempts + 1})", step)
+                return None
+            if definition.retry_forever:
+                delay = settings.backoff_max_seconds
+                await _retry_later(ctx, attempts, delay)
+                await ctx.event("step.retrying", f"{exc.message}; retrying in {delay:.0f}s", step)
+                return None
+            failure = {"code": exc.code, "message": exc.message, "step": step}
+        except Exception:  # noqa: BLE001 - any bug must still end in cleanup, not a stuck job
+            log.exception("step %s of %s failed unexpectedly", step, ctx.doc["_id"])
+            failure = {"code": "internal_error", "message": f"unexpected error during {step}", "step": step}
+        if failure is not None:
+            await ctx.claim.update({"$set": {"job.failure": failure, "job.attempts": 0}})
+            await ctx.event("step.failed", f"{step} failed: {failure['message']}", step)
+            return failure
+        await ctx.claim.update({"$push": {"job.steps_done": step},
+                                "$set": {**sets, "job.attempts": 0, "updated_at": utcnow()}})
+        await ctx.event("step.succeeded", f"{step} done", step)
+    if await definition.succeed(ctx):
+        return None
+    # succeed() declined: a delete came in at the last moment.
+    failure = {"code": "cancelled", "message": "deleted before it was ready", "step": definition.steps[-1]}
+    await ctx.claim.update({"$set": {"job.failure": failure, "job.attempts": 0}})
+    return failure
+
+
+async def _cleanup(ctx: JobContext, definition: JobDefinition, failure: dict[str, Any], settings) -> None:
+    await ctx.event("cleanup.started", "removing everything this instance may own", "cleanup")
+    try:
+        await definition.cleanup(ctx)
+    except LeaseLost:
+        raise
+    except Exception as exc:  # noqa: BLE001 - cleanup is retried until it succeeds
+        attempts = ctx.claim.job["attempts"] + 1
+        message = exc.message if isinstance(exc, ProviderError) else "unexpected error"
+        if not isinstance(exc, ProviderError):
+            log.exception("cleanup of %s failed", ctx.doc["_id"])
+        retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
+        delay = backoff_delay(settings, min(attempts - 1, 10), retry_after)
+        await _retry_later(ctx, attempts, delay)
+        await ctx.event("cleanup.retrying", f"cleanup failed: {message}; retrying in {delay:.0f}s", "cleanup")
+        return
+    await ctx.event("cleanup.succeeded", "cleanup done; nothing is left in the cloud", "cleanup")
+    await definition.fail(ctx, failure)

@@ -1,0 +1,106 @@
+"""The jobs of an instance: provision it, and delete it.
+
+Provision: ``create`` (pending → provisioning) → ``wait_running`` →
+``configure`` (provisioning → configuring) → running. A failure at any step
+cleans up by tag and ends in ``failed``. A delete requested while the
+instance is still being provisioned cancels at the next step boundary: the
+job cleans up, records ``failed`` with code ``cancelled``, and queues the
+delete job, which takes it on to ``deleted``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.clock import utcnow
+from app.lifecycle.engine import JobContext
+from app.lifecycle.specs import instance_ref, instance_spec
+from app.lifecycle.states import INSTANCE_TRANSITIONS, InstanceStatus
+from app.worker.jobs import new_job
+from providers.base import ProviderError
+
+S = InstanceStatus
+
+
+class ProvisionJob:
+    kind = "provision"
+    table = INSTANCE_TRANSITIONS
+    steps = ("create", "wait_running", "configure")
+    retry_forever = False
+
+    def provider(self, ctx: JobContext):
+        return ctx.services.providers.get(ctx.doc["provider"])
+
+    async def cancel_requested(self, ctx: JobContext) -> bool:
+        fresh = await ctx.claim.queue.collection.find_one({"_id": ctx.doc["_id"]}, {"delete_requested": 1})
+        return bool(fresh and fresh.get("delete_requested"))
+
+    async def run_step(self, step: str, ctx: JobContext) -> dict[str, Any] | None:
+        provider = self.provider(ctx)
+        call = ctx.services.providers.call
+        if step == "create":
+            if ctx.doc["status"] == S.PENDING:
+                await ctx.transition(S.PROVISIONING)
+            snapshot = None
+            if ctx.doc.get("snapshot_id"):
+                snapshot = await ctx.services.db.snapshots.find_one({"_id": ctx.doc["snapshot_id"]})
+                if snapshot is None:
+                    raise ProviderError(f"snapshot {ctx.doc['snapshot_id']} no longer exists", code="snapshot_gone")
+            info = await call(provider.create_instance, instance_spec(ctx.doc, snapshot))
+            return {"cloud_id": info.cloud_id}
+        if step == "wait_running":
+            timeout = ctx.services.settings.wait_running_timeout_seconds
+            info = await call(provider.wait_running, instance_ref(ctx.doc), timeout)
+            await ctx.event("instance.running", f"running at {info.public_ip}:{info.ssh_port}", step)
+            return {"cloud_id": info.cloud_id, "public_ip": info.public_ip, "private_ip": info.private_ip,
+                    "ssh_port": info.ssh_port, "zone": info.zone or ctx.doc.get("zone")}
+        if step == "configure":
+            if ctx.doc["status"] == S.PROVISIONING:
+                await ctx.transition(S.CONFIGURING)
+            from app.configure.service import configure_instance
+
+            await configure_instance(ctx)
+            return None
+        raise ValueError(step)
+
+    async def succeed(self, ctx: JobContext) -> bool:
+        return await ctx.transition(S.RUNNING, {"job": None, "error": None},
+                                    condition={"delete_requested": {"$ne": True}})
+
+    async def cleanup(self, ctx: JobContext) -> None:
+        await ctx.services.providers.call(self.provider(ctx).delete_instance, instance_ref(ctx.doc))
+
+    async def fail(self, ctx: JobContext, failure: dict[str, Any]) -> None:
+        # A requested delete carries on from failed; otherwise the job ends here.
+        follow_up = new_job("delete") if failure.get("code") == "cancelled" or await self.cancel_requested(ctx) else None
+        await ctx.transition(S.FAILED, {"job": follow_up, "error": failure, "public_ip": None, "private_ip": None})
+
+
+class DeleteInstanceJob:
+    kind = "delete"
+    table = INSTANCE_TRANSITIONS
+    steps = ("delete",)
+    retry_forever = True
+
+    async def cancel_requested(self, ctx: JobContext) -> bool:
+        return False
+
+    async def run_step(self, step: str, ctx: JobContext) -> dict[str, Any] | None:
+        if ctx.doc["status"] != S.DELETING:
+            await ctx.transition(S.DELETING)
+        provider = ctx.services.providers.get(ctx.doc["provider"])
+        await ctx.services.providers.call(provider.delete_instance, instance_ref(ctx.doc))
+        return None
+
+    async def succeed(self, ctx: JobContext) -> bool:
+        await ctx.transition(S.DELETED, {"job": None, "deleted_at": utcnow(), "agent_jti_hash": None})
+        return True
+
+    async def cleanup(self, ctx: JobContext) -> None:  # pragma: no cover - deletes never fail for good
+        return None
+
+    async def fail(self, ctx: JobContext, failure: dict[str, Any]) -> None:  # pragma: no cover
+        return None
+
+
+INSTANCE_JOBS = {ProvisionJob.kind: ProvisionJob(), DeleteInstanceJob.kind: DeleteInstanceJob()}

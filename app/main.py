@@ -1,0 +1,109 @@
+"""The FastAPI application: routes, problem handlers, limits, and (optionally) a worker.
+
+``onebox serve`` runs this app with an in-process worker; ``onebox worker``
+runs workers alone against the same database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import FastAPI
+
+from app.api import health, instances, snapshots
+from app.problems import Problem, install, problem_response
+from app.services import Services
+from app.settings import Settings, get_settings
+from app.worker.runner import Worker
+
+log = logging.getLogger("onebox")
+
+
+class BodySizeLimit:
+    """Refuse bodies over ``limit`` bytes with 413, whether or not Content-Length says so."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = Problem(413, "payload_too_large", "Request body too large", f"the limit is {self.limit} bytes")
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                return await problem_response(too_large)(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await problem_response(too_large)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _ensure_indexes_forever(services: Services) -> None:
+    while True:
+        try:
+            await services.db.ensure_indexes()
+            return
+        except Exception as exc:  # noqa: BLE001 - the database may come up later
+            log.warning("could not create indexes yet (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(2)
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None, *,
+               run_worker: bool = False) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        svc = services or Services.build(settings)
+        app.state.services = svc
+        indexes = asyncio.create_task(_ensure_indexes_forever(svc))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(indexes), settings.db_timeout_seconds + 2)
+        stop = asyncio.Event()
+        worker_task = asyncio.create_task(Worker(svc).run(stop)) if run_worker else None
+        try:
+            yield
+        finally:
+            stop.set()
+            indexes.cancel()
+            if worker_task is not None:
+                await worker_task
+            if services is None:
+                await svc.close()
+
+    app = FastAPI(
+        title="onebox",
+        version="0.1.0",
+        summary="One VM on AWS, GCP, Azure or this machine, through one REST API.",
+        description=(
+            "Every `/v1` route needs `Authorization: Bearer <JWT>` (mint one with `onebox token --user NAME`). "
+            "Errors are RFC 9457 `application/problem+json` with a stable `code` and, for bad input, "
+            "`errors` naming each field."
+        ),
+        lifespan=lifespan,
+    )
+    if services is not None:
+        app.state.services = services
+    install(app)
+    app.include_router(health.router)
+    app.include_router(instances.router)
+    app.include_router(snapshots.router)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    return app

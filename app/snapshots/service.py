@@ -1,0 +1,82 @@
+"""The rules of snapshots: made from a running instance, deleted when idle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.auth.tokens import Principal
+from app.clock import utcnow
+from app.ids import new_snapshot_id
+from app.instances.service import InstanceService, owner_filter
+from app.lifecycle.states import SNAPSHOT_TRANSITIONS, InstanceStatus, SnapshotStatus, check_transition
+from app.pagination import page
+from app.problems import Problem, not_found
+from app.services import Services
+from app.snapshots.models import SnapshotCreate
+from app.worker.jobs import new_job
+
+S = SnapshotStatus
+
+
+class SnapshotService:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.db = services.db
+
+    async def get(self, principal: Principal, snapshot_id: str) -> dict[str, Any]:
+        doc = await self.db.snapshots.find_one({"_id": snapshot_id, **owner_filter(principal)})
+        if doc is None:
+            raise not_found("snapshot", snapshot_id)
+        return doc
+
+    async def list(self, principal: Principal, *, status: str | None, instance_id: str | None, limit: int,
+                   cursor: str | None) -> tuple[list[dict], str | None]:
+        query: dict[str, Any] = owner_filter(principal)
+        query["status"] = status if status else {"$ne": S.DELETED}
+        if instance_id:
+            query["instance_id"] = instance_id
+        return await page(self.db.snapshots, query, limit, cursor)
+
+    async def create(self, principal: Principal, instance_id: str, body: SnapshotCreate) -> dict[str, Any]:
+        instance = await InstanceService(self.services).get(principal, instance_id)
+        if instance["status"] != InstanceStatus.RUNNING or instance.get("delete_requested"):
+            raise Problem(409, "instance_not_running", "Instance is not running",
+                          f"only a running instance can be snapshotted; {instance_id} is {instance['status']}",
+                          current_status=instance["status"])
+        now = utcnow()
+        doc = {
+            "_id": new_snapshot_id(),
+            "instance_id": instance_id,
+            "owner": instance["owner"],
+            "name": body.name,
+            "provider": instance["provider"],
+            "region": instance["region"],
+            "status": S.CREATING.value,
+            "cloud_id": None,
+            "error": None,
+            "created_at": now,
+            "updated_at": now,
+            "job": new_job("create", now),
+        }
+        await self.db.snapshots.insert_one(doc)
+        await self.services.events.add(instance_id, "snapshot.requested", f"snapshot {doc['_id']} ({body.name}) queued",
+                                       step="snapshot")
+        return doc
+
+    async def delete(self, principal: Principal, snapshot_id: str) -> dict[str, Any]:
+        doc = await self.get(principal, snapshot_id)
+        status = doc["status"]
+        if status in (S.AVAILABLE, S.FAILED) and doc.get("job") is None:
+            check_transition(status, S.DELETING, SNAPSHOT_TRANSITIONS)
+            updated = await self.db.snapshots.find_one_and_update(
+                {"_id": snapshot_id, "status": status, "job": None},
+                {"$set": {"status": S.DELETING.value, "updated_at": utcnow(), "job": new_job("delete")}},
+                return_document=True,
+            )
+            if updated is not None:
+                await self.services.events.add(doc["instance_id"], "snapshot.deleting",
+                                               f"snapshot {snapshot_id} is being deleted", step="delete_snapshot")
+                return updated
+            doc = await self.get(principal, snapshot_id)
+        raise Problem(409, "conflict", "Snapshot cannot be deleted now",
+                      f"snapshot {snapshot_id} is {doc['status']}", current_status=doc["status"])

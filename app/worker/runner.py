@@ -1,0 +1,112 @@
+"""The worker loop: claim jobs, run them, keep their leases alive.
+
+Any number of workers may run against one database (``onebox worker``, or the
+one inside ``onebox serve``); the atomic claim in ``app.worker.jobs`` gives
+each job to one of them at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+
+from app.lifecycle.engine import JobContext, run_job
+from app.lifecycle.instance_jobs import INSTANCE_JOBS
+from app.lifecycle.snapshot_jobs import SNAPSHOT_JOBS
+from app.services import Services
+from app.worker.jobs import Claim, JobQueue, LeaseLost
+
+log = logging.getLogger("onebox.worker")
+
+
+class Worker:
+    def __init__(self, services: Services, worker_id: str | None = None) -> None:
+        self.services = services
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        lease = services.settings.lease_seconds
+        db = services.db
+        # (queue, job definitions) pairs, polled in this order.
+        self.queues = [
+            (JobQueue(db.instances, self.worker_id, lease), INSTANCE_JOBS),
+            (JobQueue(db.snapshots, self.worker_id, lease), SNAPSHOT_JOBS),
+        ]
+        self._tasks: set[asyncio.Task] = set()
+
+    async def claim_one(self) -> tuple[Claim, dict] | None:
+        for queue, definitions in self.queues:
+            claim = await queue.claim()
+            if claim is not None:
+                return claim, definitions
+        return None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        settings = self.services.settings
+        log.info("worker %s started", self.worker_id)
+        while not stop.is_set():
+            claimed = None
+            if len(self._tasks) < settings.worker_concurrency:
+                try:
+                    claimed = await self.claim_one()
+                except Exception as exc:  # noqa: BLE001 - the database may be down for a while
+                    log.warning("claiming failed: %s", type(exc).__name__)
+            if claimed is not None:
+                task = asyncio.create_task(self.execute(*claimed))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                continue
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.poll_seconds)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        log.info("worker %s stopped", self.worker_id)
+
+    async def run_until_idle(self, timeout: float = 60.0) -> None:
+        """Run jobs until none is claimable (tests, one-shot maintenance)."""
+        async def drain():
+            while True:
+                claimed = await self.claim_one()
+                if claimed is None:
+                    return
+                await self.execute(*claimed)
+        await asyncio.wait_for(drain(), timeout)
+
+    async def execute(self, claim: Claim, definitions: dict) -> None:
+        definition = definitions.get(claim.job["kind"])
+        if definition is None:
+            log.error("unknown job kind %r on %s", claim.job["kind"], claim.id)
+            return
+        ctx = JobContext(self.services, claim, definition.table)
+        work = asyncio.create_task(run_job(ctx, definition))
+        renewer = asyncio.create_task(self._keep_lease(claim, work))
+        try:
+            await work
+        except LeaseLost:
+            log.warning("lost the lease on %s; another worker carries on", claim.id)
+        except asyncio.CancelledError:
+            if not work.cancelled():
+                raise
+            log.warning("job on %s stopped: lease lost or worker stopping", claim.id)
+        except Exception:  # noqa: BLE001 - the lease expires and another worker retries
+            log.exception("job on %s crashed; it will be retried when its lease expires", claim.id)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    async def _keep_lease(self, claim: Claim, work: asyncio.Task) -> None:
+        interval = max(self.services.settings.lease_seconds / 3, 0.2)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                held = await claim.renew()
+            except Exception:  # noqa: BLE001 - keep trying until the lease would run out
+                log.warning("could not renew the lease on %s", claim.id)
+                continue
+            if not held:
+                work.cancel()
+                return

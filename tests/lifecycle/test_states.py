@@ -1,0 +1,57 @@
+"""The state tables: every allowed and every forbidden transition."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from app.lifecycle.states import (
+    INSTANCE_TRANSITIONS,
+    SNAPSHOT_TRANSITIONS,
+    InstanceStatus as I,
+    SnapshotStatus as S,
+    TransitionError,
+    can_transition,
+    check_transition,
+    sources_of,
+)
+
+ALLOWED_INSTANCE = {
+    (I.PENDING, I.PROVISIONING), (I.PROVISIONING, I.CONFIGURING), (I.CONFIGURING, I.RUNNING),
+    (I.PENDING, I.FAILED), (I.PROVISIONING, I.FAILED), (I.CONFIGURING, I.FAILED),
+    (I.RUNNING, I.DELETING), (I.FAILED, I.DELETING), (I.DELETING, I.DELETED),
+}
+ALLOWED_SNAPSHOT = {
+    (S.CREATING, S.AVAILABLE), (S.CREATING, S.FAILED), (S.AVAILABLE, S.DELETING), (S.FAILED, S.DELETING),
+    (S.DELETING, S.DELETED),
+}
+
+
+@pytest.mark.parametrize("current,target", sorted(itertools.product(I, I)))
+def test_instance_transition(current, target):
+    allowed = (current, target) in ALLOWED_INSTANCE
+    assert can_transition(current, target) is allowed
+    if allowed:
+        check_transition(current, target)
+    else:
+        with pytest.raises(TransitionError):
+            check_transition(current, target)
+
+
+@pytest.mark.parametrize("current,target", sorted(itertools.product(S, S)))
+def test_snapshot_transition(current, target):
+    allowed = (current, target) in ALLOWED_SNAPSHOT
+    assert can_transition(current, target, SNAPSHOT_TRANSITIONS) is allowed
+
+
+def test_every_state_is_in_the_table_and_documented():
+    assert set(INSTANCE_TRANSITIONS) == set(I)
+    assert set(SNAPSHOT_TRANSITIONS) == set(S)
+    for status in [*I, *S]:
+        assert status.__doc__ and status.__doc__ != type(status).__doc__
+
+
+def test_deleted_is_final_and_sources():
+    assert not INSTANCE_TRANSITIONS[I.DELETED]
+    assert sorted(sources_of(I.DELETING)) == ["failed", "running"]
