@@ -1,10 +1,13 @@
 """The database: pymongo's async client, collections and indexes.
 
 onebox keeps to what MongoDB 7+ and FerretDB v1 both support: single-document
-atomic updates (``find_one_and_update``), unique and compound indexes,
-``$set``/``$inc``/``$push`` and upserts. No transactions, change streams, TTL
-indexes or ``$lookup``. That is why a job lives inside the document it works
-on: inserting the instance queues its job in the same single write.
+updates, unique and compound indexes, ``$set``/``$inc``/``$push`` and upserts.
+No transactions, change streams, TTL indexes or ``$lookup``. A job lives
+inside the document it works on, so inserting the instance queues its job in
+the same single write. FerretDB v1 runs an update as a read then a whole
+document write, so where two writers could meet, onebox relies on the one
+thing both servers make atomic, an insert against a unique index (claims,
+delete requests, idempotency keys); see ``app.worker.jobs``.
 """
 
 from __future__ import annotations
@@ -49,12 +52,15 @@ class Database:
         self.snapshots = self.db["snapshots"]
         self.events = self.db["events"]
         self.idempotency = self.db["idempotency"]
+        self.claims = self.db["claims"]
+        self.delete_requests = self.db["delete_requests"]
 
     async def ensure_indexes(self) -> None:
         await self.instances.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
         await self.instances.create_index([("job.not_before", ASCENDING)])
         await self.snapshots.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
         await self.snapshots.create_index([("job.not_before", ASCENDING)])
+        await self.delete_requests.create_index([("job.not_before", ASCENDING)])
         await self.events.create_index([("instance_id", ASCENDING), ("at", ASCENDING)])
         await self.idempotency.create_index([("owner", ASCENDING), ("key", ASCENDING)], unique=True)
 

@@ -11,10 +11,10 @@ import functools
 import os
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIN_HS256_SECRET_BYTES = 32
@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: int = 30
 
     # --- providers ----------------------------------------------------------
-    providers: list[str] = Field(default=["local"], description="enabled providers")
+    providers: Annotated[list[str], NoDecode] = Field(default=["local"], description="enabled providers")
     provider_threads: int = Field(default=16, description="cloud SDK calls in flight at once per process")
     local_ssh_port: int = 2222
     local_address_first: int = 10  # 127.0.0.N, N from first to last
@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     backoff_base_seconds: float = 2.0
     backoff_max_seconds: float = 120.0
     wait_running_timeout_seconds: float = 600.0
-    inject_faults: list[str] = Field(
+    inject_faults: Annotated[list[str], NoDecode] = Field(
         default=[], description="step names that fail right after doing their work (tests and failure drills)"
     )
 

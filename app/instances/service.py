@@ -1,8 +1,8 @@
 """The rules of instances: who may see what, what may be created, how deletes go.
 
 Requests never call a cloud: creating stores the record with its provision
-job (one write), deleting flips the status and queues the delete job (one
-guarded write). Workers do the rest (``app.lifecycle``).
+job (one write); deleting records a delete request (one insert, unique per
+instance). Workers do the rest (``app.lifecycle``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from app.cloud import UnknownProvider
 from app.db import is_duplicate_key
 from app.ids import new_instance_id
 from app.instances.models import InstanceCreate
+from app.lifecycle.delete_requests import new_delete_request
 from app.lifecycle.specs import DEFAULT_DISK_GB
-from app.lifecycle.states import IN_PROGRESS_STATUSES, InstanceStatus, check_transition
+from app.lifecycle.states import InstanceStatus
 from app.pagination import page
 from app.problems import Problem, field_problem, not_found
 from app.services import Services
@@ -122,7 +123,6 @@ class InstanceService:
             "ssh_port": None,
             "cloud_id": None,
             "health": None,
-            "delete_requested": False,
             "created_at": now,
             "updated_at": now,
             "job": new_job("provision", now),
@@ -163,35 +163,24 @@ class InstanceService:
 
     # --- deleting --------------------------------------------------------------
     async def delete(self, principal: Principal, instance_id: str) -> dict[str, Any]:
-        for _ in range(3):  # the status may move under us between read and write; re-read and retry
-            doc = await self.get(principal, instance_id)
-            status = doc["status"]
-            now = utcnow()
-            if status in (S.RUNNING, S.FAILED) and doc.get("job") is None:
-                check_transition(status, S.DELETING)
-                updated = await self.db.instances.find_one_and_update(
-                    {"_id": instance_id, "status": status, "job": None},
-                    {"$set": {"status": S.DELETING.value, "updated_at": now, "delete_requested": True,
-                              "job": new_job("delete", now)}},
-                    return_document=True,
-                )
-                if updated is not None:
-                    await self.services.events.add(instance_id, "status", f"{status} → deleting")
-                    return updated
-                continue
-            if status in IN_PROGRESS_STATUSES and not doc.get("delete_requested"):
-                updated = await self.db.instances.find_one_and_update(
-                    {"_id": instance_id, "status": status, "delete_requested": {"$ne": True}},
-                    {"$set": {"delete_requested": True, "updated_at": now}},
-                    return_document=True,
-                )
-                if updated is not None:
-                    await self.services.events.add(instance_id, "delete.requested",
-                                                   f"delete requested while {status}; provisioning stops at the next step")
-                    return updated
-                continue
-            break
-        raise Problem(409, "already_deleting" if doc.get("delete_requested") or status in (S.DELETING, S.DELETED)
-                      else "conflict", "Instance cannot be deleted now",
-                      f"instance {instance_id} is {status}" + (" and a delete is under way" if doc.get("delete_requested") else ""),
-                      current_status=status)
+        doc = await self.get(principal, instance_id)
+        return await request_delete(self.services, "instances", doc, principal, "instance")
+
+
+async def request_delete(services: Services, collection: str, doc: dict[str, Any], principal: Principal,
+                         kind: str) -> dict[str, Any]:
+    """Record a delete request; its job moves the target to deleting once no other job holds it."""
+    status = doc["status"]
+    if status in ("deleting", "deleted"):
+        raise Problem(409, "already_deleting", f"{kind.capitalize()} is {status}",
+                      f"{kind} {doc['_id']} is {status}", current_status=status)
+    try:
+        await services.db.delete_requests.insert_one(new_delete_request(collection, doc, principal.subject))
+    except Exception as exc:
+        if not is_duplicate_key(exc):
+            raise
+        raise Problem(409, "already_deleting", f"{kind.capitalize()} is being deleted",
+                      f"a delete of {kind} {doc['_id']} is already under way", current_status=status) from None
+    await services.events.add(doc.get("instance_id") or doc["_id"], "delete.requested",
+                              f"delete of {kind} {doc['_id']} requested while {status}", step="delete")
+    return doc

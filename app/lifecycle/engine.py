@@ -33,6 +33,14 @@ log = logging.getLogger("onebox.lifecycle")
 FAULT_CODE = "injected_fault"
 
 
+class NotYet(Exception):
+    """The step cannot run yet (another job holds the target); look again after ``delay`` seconds."""
+
+    def __init__(self, delay: float = 1.0) -> None:
+        super().__init__(delay)
+        self.delay = delay
+
+
 @dataclass
 class JobContext:
     services: Services
@@ -66,6 +74,7 @@ class JobContext:
 class JobDefinition(Protocol):
     steps: tuple[str, ...]
     retry_forever: bool  # deletes never give up: a leaked resource costs money
+    announce_steps: bool  # write step.started/step.succeeded events
 
     async def run_step(self, step: str, ctx: JobContext) -> dict[str, Any] | None: ...
     async def cancel_requested(self, ctx: JobContext) -> bool: ...
@@ -107,7 +116,8 @@ async def _run_steps(ctx: JobContext, definition: JobDefinition) -> dict[str, An
             await ctx.claim.update({"$set": {"job.failure": failure, "job.attempts": 0}})
             await ctx.event("step.cancelled", "delete requested: stopping and cleaning up", step)
             return failure
-        await ctx.event("step.started", f"{step} started", step)
+        if definition.announce_steps:
+            await ctx.event("step.started", f"{step} started", step)
         failure = None
         try:
             sets = await definition.run_step(step, ctx) or {}
@@ -115,6 +125,9 @@ async def _run_steps(ctx: JobContext, definition: JobDefinition) -> dict[str, An
                 raise ProviderError(f"fault injected after {step} (ONEBOX_INJECT_FAULTS)", code=FAULT_CODE)
         except LeaseLost:
             raise
+        except NotYet as wait:
+            await _retry_later(ctx, ctx.claim.job["attempts"], wait.delay)
+            return None
         except ProviderError as exc:
             attempts = ctx.claim.job["attempts"] + 1
             if exc.retryable and (definition.retry_forever or attempts < settings.max_attempts):
@@ -137,7 +150,8 @@ async def _run_steps(ctx: JobContext, definition: JobDefinition) -> dict[str, An
             return failure
         await ctx.claim.update({"$push": {"job.steps_done": step},
                                 "$set": {**sets, "job.attempts": 0, "updated_at": utcnow()}})
-        await ctx.event("step.succeeded", f"{step} done", step)
+        if definition.announce_steps:
+            await ctx.event("step.succeeded", f"{step} done", step)
     if await definition.succeed(ctx):
         return None
     # succeed() declined: a delete came in at the last moment.

@@ -3,9 +3,10 @@
 Provision: ``create`` (pending → provisioning) → ``wait_running`` →
 ``configure`` (provisioning → configuring) → running. A failure at any step
 cleans up by tag and ends in ``failed``. A delete requested while the
-instance is still being provisioned cancels at the next step boundary: the
-job cleans up, records ``failed`` with code ``cancelled``, and queues the
-delete job, which takes it on to ``deleted``.
+instance is still being provisioned (a document in ``delete_requests``)
+cancels at the next step boundary: the job cleans up and records ``failed``
+with code ``cancelled``; the delete request's own job then takes the idle
+instance on to ``deleting`` and ``deleted`` (``app.lifecycle.delete_requests``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from app.clock import utcnow
 from app.lifecycle.engine import JobContext
 from app.lifecycle.specs import instance_ref, instance_spec
 from app.lifecycle.states import INSTANCE_TRANSITIONS, InstanceStatus
-from app.worker.jobs import new_job
 from providers.base import ProviderError
 
 S = InstanceStatus
@@ -27,13 +27,13 @@ class ProvisionJob:
     table = INSTANCE_TRANSITIONS
     steps = ("create", "wait_running", "configure")
     retry_forever = False
+    announce_steps = True
 
     def provider(self, ctx: JobContext):
         return ctx.services.providers.get(ctx.doc["provider"])
 
     async def cancel_requested(self, ctx: JobContext) -> bool:
-        fresh = await ctx.claim.queue.collection.find_one({"_id": ctx.doc["_id"]}, {"delete_requested": 1})
-        return bool(fresh and fresh.get("delete_requested"))
+        return await ctx.services.db.delete_requests.count_documents({"_id": ctx.doc["_id"]}, limit=1) > 0
 
     async def run_step(self, step: str, ctx: JobContext) -> dict[str, Any] | None:
         provider = self.provider(ctx)
@@ -64,16 +64,15 @@ class ProvisionJob:
         raise ValueError(step)
 
     async def succeed(self, ctx: JobContext) -> bool:
-        return await ctx.transition(S.RUNNING, {"job": None, "error": None},
-                                    condition={"delete_requested": {"$ne": True}})
+        if await self.cancel_requested(ctx):
+            return False
+        return await ctx.transition(S.RUNNING, {"job": None, "error": None})
 
     async def cleanup(self, ctx: JobContext) -> None:
         await ctx.services.providers.call(self.provider(ctx).delete_instance, instance_ref(ctx.doc))
 
     async def fail(self, ctx: JobContext, failure: dict[str, Any]) -> None:
-        # A requested delete carries on from failed; otherwise the job ends here.
-        follow_up = new_job("delete") if failure.get("code") == "cancelled" or await self.cancel_requested(ctx) else None
-        await ctx.transition(S.FAILED, {"job": follow_up, "error": failure, "public_ip": None, "private_ip": None})
+        await ctx.transition(S.FAILED, {"job": None, "error": failure, "public_ip": None, "private_ip": None})
 
 
 class DeleteInstanceJob:
@@ -81,6 +80,7 @@ class DeleteInstanceJob:
     table = INSTANCE_TRANSITIONS
     steps = ("delete",)
     retry_forever = True
+    announce_steps = True
 
     async def cancel_requested(self, ctx: JobContext) -> bool:
         return False

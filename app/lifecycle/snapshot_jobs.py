@@ -22,6 +22,7 @@ class CreateSnapshotJob:
     table = SNAPSHOT_TRANSITIONS
     steps = ("snapshot",)
     retry_forever = False
+    announce_steps = True
 
     async def cancel_requested(self, ctx: JobContext) -> bool:
         return False
@@ -54,6 +55,7 @@ class DeleteSnapshotJob:
     table = SNAPSHOT_TRANSITIONS
     steps = ("delete_snapshot",)
     retry_forever = True
+    announce_steps = True
 
     async def cancel_requested(self, ctx: JobContext) -> bool:
         return False

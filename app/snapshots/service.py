@@ -7,8 +7,8 @@ from typing import Any
 from app.auth.tokens import Principal
 from app.clock import utcnow
 from app.ids import new_snapshot_id
-from app.instances.service import InstanceService, owner_filter
-from app.lifecycle.states import SNAPSHOT_TRANSITIONS, InstanceStatus, SnapshotStatus, check_transition
+from app.instances.service import InstanceService, owner_filter, request_delete
+from app.lifecycle.states import InstanceStatus, SnapshotStatus
 from app.pagination import page
 from app.problems import Problem, not_found
 from app.services import Services
@@ -39,7 +39,8 @@ class SnapshotService:
 
     async def create(self, principal: Principal, instance_id: str, body: SnapshotCreate) -> dict[str, Any]:
         instance = await InstanceService(self.services).get(principal, instance_id)
-        if instance["status"] != InstanceStatus.RUNNING or instance.get("delete_requested"):
+        deleting = await self.db.delete_requests.count_documents({"_id": instance_id}, limit=1)
+        if instance["status"] != InstanceStatus.RUNNING or deleting:
             raise Problem(409, "instance_not_running", "Instance is not running",
                           f"only a running instance can be snapshotted; {instance_id} is {instance['status']}",
                           current_status=instance["status"])
@@ -64,19 +65,6 @@ class SnapshotService:
         return doc
 
     async def delete(self, principal: Principal, snapshot_id: str) -> dict[str, Any]:
+        """Deleting a snapshot still being made waits for it to finish, then deletes it."""
         doc = await self.get(principal, snapshot_id)
-        status = doc["status"]
-        if status in (S.AVAILABLE, S.FAILED) and doc.get("job") is None:
-            check_transition(status, S.DELETING, SNAPSHOT_TRANSITIONS)
-            updated = await self.db.snapshots.find_one_and_update(
-                {"_id": snapshot_id, "status": status, "job": None},
-                {"$set": {"status": S.DELETING.value, "updated_at": utcnow(), "job": new_job("delete")}},
-                return_document=True,
-            )
-            if updated is not None:
-                await self.services.events.add(doc["instance_id"], "snapshot.deleting",
-                                               f"snapshot {snapshot_id} is being deleted", step="delete_snapshot")
-                return updated
-            doc = await self.get(principal, snapshot_id)
-        raise Problem(409, "conflict", "Snapshot cannot be deleted now",
-                      f"snapshot {snapshot_id} is {doc['status']}", current_status=doc["status"])
+        return await request_delete(self.services, "snapshots", doc, principal, "snapshot")

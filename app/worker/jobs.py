@@ -2,9 +2,20 @@
 
 A job lives inside the document it works on (``instance.job`` or
 ``snapshot.job``), so the record and its job are written together in one
-single-document write, with no transaction. A worker claims a job with one
-atomic ``find_one_and_update`` that sets a lease (owner, expiry, a fresh
-claim token); it renews the lease while it works. Every later write of that
+single-document write, with no transaction. Claiming must be exclusive on
+every backend, and FerretDB v1 runs ``find_one_and_update`` as a read and a
+later whole-document write, so two workers could both "win" it. The one
+operation both MongoDB and FerretDB make atomic is an insert against a
+unique index; so a worker claims generation ``n+1`` of a job by inserting
+``<job id>:<n+1>`` into the ``claims`` collection. Only the winner of that
+insert writes the lease (owner, expiry, a fresh claim token) into the
+document; it renews the lease while it works.
+
+The same reasoning gives the rule every writer keeps: a document has one
+writer at a time. While a job is active only its holder writes the document
+(its writes are serialized by a lock per claim); requests from outside (a
+delete, say) are recorded in documents of their own and picked up by the
+holder or by a job of their own. Every later write of that
 worker is guarded by the claim token, so a worker that lost its lease (it
 stalled, or was presumed dead) can no longer change anything. A worker killed
 at any moment simply stops renewing: once the lease expires, another worker
@@ -14,6 +25,7 @@ claims the job and resumes at the first step not recorded in
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from dataclasses import dataclass
@@ -23,6 +35,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 
 from app.clock import utcnow
+from app.db import is_duplicate_key
 
 
 class LeaseLost(Exception):
@@ -32,6 +45,7 @@ class LeaseLost(Exception):
 def new_job(kind: str, now: dt.datetime | None = None) -> dict[str, Any]:
     now = now or utcnow()
     return {
+        "id": uuid.uuid4().hex,
         "kind": kind,
         "steps_done": [],
         "attempts": 0,  # failed tries of the current step
@@ -53,6 +67,9 @@ class Claim:
     doc: dict[str, Any]
     token: str
 
+    def __post_init__(self) -> None:
+        self._lock = asyncio.Lock()  # the renewer and the steps write one at a time
+
     @property
     def id(self) -> str:
         return self.doc["_id"]
@@ -66,9 +83,10 @@ class Claim:
 
     async def update(self, update: dict[str, Any], *, extra_filter: dict[str, Any] | None = None) -> dict[str, Any]:
         """Apply ``update`` while we still hold the lease; return the new document."""
-        doc = await self.queue.collection.find_one_and_update(
-            self._guard(extra_filter), update, return_document=ReturnDocument.AFTER
-        )
+        async with self._lock:
+            doc = await self.queue.collection.find_one_and_update(
+                self._guard(extra_filter), update, return_document=ReturnDocument.AFTER
+            )
         if doc is None:
             raise LeaseLost(self.id)
         self.doc = doc
@@ -76,9 +94,10 @@ class Claim:
 
     async def update_if(self, condition: dict[str, Any], update: dict[str, Any]) -> dict[str, Any] | None:
         """Like ``update``, but only when ``condition`` also holds; None when it does not."""
-        doc = await self.queue.collection.find_one_and_update(
-            self._guard(condition), update, return_document=ReturnDocument.AFTER
-        )
+        async with self._lock:
+            doc = await self.queue.collection.find_one_and_update(
+                self._guard(condition), update, return_document=ReturnDocument.AFTER
+            )
         if doc is not None:
             self.doc = doc
             return doc
@@ -87,36 +106,49 @@ class Claim:
         return None
 
     async def renew(self) -> bool:
-        result = await self.queue.collection.update_one(
-            self._guard(), {"$set": {"job.lease_until": utcnow() + self.queue.lease}}
-        )
+        async with self._lock:
+            result = await self.queue.collection.update_one(
+                self._guard(), {"$set": {"job.lease_until": utcnow() + self.queue.lease}}
+            )
         return result.matched_count == 1
 
 
 class JobQueue:
     """The jobs inside one collection's documents."""
 
-    def __init__(self, collection: AsyncCollection, worker_id: str, lease_seconds: float) -> None:
+    def __init__(self, collection: AsyncCollection, claims: AsyncCollection, worker_id: str,
+                 lease_seconds: float) -> None:
         self.collection = collection
+        self.claims = claims
         self.worker_id = worker_id
         self.lease = dt.timedelta(seconds=lease_seconds)
 
-    async def claim(self) -> Claim | None:
+    async def claim(self, candidates: int = 8) -> Claim | None:
         now = utcnow()
-        token = uuid.uuid4().hex
-        doc = await self.collection.find_one_and_update(
-            {
-                "job.not_before": {"$lte": now},
-                "$or": [{"job.lease_until": None}, {"job.lease_until": {"$lt": now}}],
-            },
-            {
-                "$set": {"job.lease_owner": self.worker_id, "job.lease_until": now + self.lease, "job.token": token},
-                "$inc": {"job.claims": 1},
-            },
-            sort=[("job.not_before", 1)],
-            return_document=ReturnDocument.AFTER,
-        )
-        return Claim(self, doc, token) if doc else None
+        claimable = {
+            "job.not_before": {"$lte": now},
+            "$or": [{"job.lease_until": None}, {"job.lease_until": {"$lt": now}}],
+        }
+        found = self.collection.find(claimable, {"job.id": 1, "job.claims": 1}).sort("job.not_before", 1)
+        for candidate in [doc async for doc in found.limit(candidates)]:
+            generation = candidate["job"]["claims"] + 1
+            try:
+                await self.claims.insert_one({"_id": f"{candidate['job']['id']}:{generation}",
+                                              "owner": self.worker_id, "at": now})
+            except Exception as exc:
+                if is_duplicate_key(exc):
+                    continue  # another worker won this generation
+                raise
+            token = uuid.uuid4().hex
+            doc = await self.collection.find_one_and_update(
+                {"_id": candidate["_id"], "job.id": candidate["job"]["id"], "job.claims": generation - 1},
+                {"$set": {"job.lease_owner": self.worker_id, "job.lease_until": now + self.lease,
+                          "job.token": token, "job.claims": generation}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is not None:
+                return Claim(self, doc, token)
+        return None
 
     @staticmethod
     def release_fields(not_before: dt.datetime) -> dict[str, Any]:

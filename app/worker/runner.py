@@ -14,6 +14,7 @@ import os
 import socket
 import uuid
 
+from app.lifecycle.delete_requests import DELETE_REQUEST_JOBS
 from app.lifecycle.engine import JobContext, run_job
 from app.lifecycle.instance_jobs import INSTANCE_JOBS
 from app.lifecycle.snapshot_jobs import SNAPSHOT_JOBS
@@ -31,8 +32,9 @@ class Worker:
         db = services.db
         # (queue, job definitions) pairs, polled in this order.
         self.queues = [
-            (JobQueue(db.instances, self.worker_id, lease), INSTANCE_JOBS),
-            (JobQueue(db.snapshots, self.worker_id, lease), SNAPSHOT_JOBS),
+            (JobQueue(db.delete_requests, db.claims, self.worker_id, lease), DELETE_REQUEST_JOBS),
+            (JobQueue(db.instances, db.claims, self.worker_id, lease), INSTANCE_JOBS),
+            (JobQueue(db.snapshots, db.claims, self.worker_id, lease), SNAPSHOT_JOBS),
         ]
         self._tasks: set[asyncio.Task] = set()
 
