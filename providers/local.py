@@ -26,7 +26,8 @@ and present in an instance created from its snapshot.
 
 Instances outlive onebox, as VMs outlive a crashed control plane: sshd is
 started in its own session and daemonizes. Every process of an instance
-carries ``ONEBOX_LOCAL_INSTANCE=<id>`` in its environment; that is how a
+carries ``ONEBOX_LOCAL_INSTANCE=<id>`` in its environment (sshd's listener is
+known by its config path as well); that is how a
 restarted onebox finds them again (instead of starting a second sshd) and how
 ``delete_instance`` finds every one of them to stop.
 """
@@ -167,18 +168,26 @@ class LocalProvider:
 
     # --- processes -----------------------------------------------------------
     def _marked_pids(self, instance_id: str) -> list[int]:
-        """Every process carrying this instance's marker: sshd, its sessions, the agent."""
+        """Every process of this instance: its sshd, the sessions and whatever they started.
+
+        Sessions and their children carry the marker in their environment. The
+        sshd listener is matched by its config path in its command line too:
+        sshd writes its process title over its original environment.
+        """
         needle = f"{MARKER_ENV}={instance_id}".encode()
+        config = str(self._dir(instance_id) / "etc" / "sshd_config").encode()
         pids = []
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
                 continue
             try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    cmdline = f.read()
                 with open(f"/proc/{entry.name}/environ", "rb") as f:
                     env = f.read().split(b"\0")
             except OSError:
                 continue
-            if needle in env:
+            if needle in env or config in cmdline:
                 pids.append(int(entry.name))
         return pids
 
