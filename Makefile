@@ -1,0 +1,49 @@
+# onebox: `make run` starts everything on this machine; `make test` runs every test.
+# Prerequisites: Python >= 3.11, Go >= 1.22, make. Everything else is installed here.
+
+SHELL := /bin/bash
+PORT ?= 8000
+UV_VERSION := 0.9.30
+UV := .tools/bin/uv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export UV_PYTHON_DOWNLOADS := never
+export UV_LINK_MODE := copy
+
+.PHONY: install run test fuzz bench ferretdb sshd clean
+
+install: .venv/.synced ferretdb sshd
+
+# uv, pinned, in its own small virtualenv (no global installs).
+$(UV):
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# The project's virtualenv, exactly as locked in uv.lock.
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+# The embedded database: FerretDB v1 built from the Go module proxy (tools/ferretdb).
+ferretdb: .bin/onebox-ferretdb
+.bin/onebox-ferretdb: tools/ferretdb/main.go tools/ferretdb/go.mod tools/ferretdb/go.sum
+	@command -v go >/dev/null || { echo "Go >= 1.22 is needed to build the embedded database"; exit 1; }
+	cd tools/ferretdb && go build -trimpath -o ../../.bin/onebox-ferretdb .
+
+# The local provider runs one sshd per instance.
+sshd:
+	@if ! command -v sshd >/dev/null && [ ! -x /usr/sbin/sshd ]; then \
+		echo "installing openssh-server for the local provider"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openssh-server openssh-client; \
+	fi
+
+run: install
+	.venv/bin/onebox serve --port $(PORT)
+
+test: install
+	.venv/bin/pytest
+
+bench: install
+	.venv/bin/python -m bench.agent_ingest
+
+clean:
+	rm -rf .venv .tools .bin .pytest_cache
