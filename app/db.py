@@ -54,6 +54,8 @@ class Database:
         self.idempotency = self.db["idempotency"]
         self.claims = self.db["claims"]
         self.delete_requests = self.db["delete_requests"]
+        self.metrics = self.db["metrics"]
+        self.health = self.db["health"]
 
     async def ensure_indexes(self) -> None:
         await self.instances.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
@@ -62,6 +64,8 @@ class Database:
         await self.snapshots.create_index([("job.not_before", ASCENDING)])
         await self.delete_requests.create_index([("job.not_before", ASCENDING)])
         await self.events.create_index([("instance_id", ASCENDING), ("at", ASCENDING)])
+        await self.metrics.create_index([("instance_id", ASCENDING), ("at", ASCENDING)], unique=True)
+        await self.metrics.create_index([("at", ASCENDING)])
         await self.idempotency.create_index([("owner", ASCENDING), ("key", ASCENDING)], unique=True)
 
     async def ping(self, timeout: float = 2.0) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.auth.tokens import TokenService
 from app.cloud import ProviderRegistry
@@ -19,6 +19,7 @@ class Services:
     tokens: TokenService
     providers: ProviderRegistry
     events: EventLog
+    agent_auth_cache: object = field(default=None)
 
     @classmethod
     def build(cls, settings: Settings, providers: dict[str, Provider] | None = None) -> "Services":
@@ -30,6 +31,12 @@ class Services:
             providers=ProviderRegistry(settings, providers),
             events=EventLog(db.events),
         )
+
+    def __post_init__(self) -> None:
+        from app.metrics.service import AgentAuthCache
+
+        if self.agent_auth_cache is None:
+            self.agent_auth_cache = AgentAuthCache(self.settings.agent_auth_cache_seconds)
 
     async def close(self) -> None:
         await self.db.close()

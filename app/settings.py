@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     jwt_audience: str = "onebox"
     jwt_leeway_seconds: int = 30
 
+    # --- agents and metrics ----------------------------------------------
+    agent_interval_seconds: int = Field(default=30, ge=1, le=3600, description="how often agents report")
+    agent_token_ttl_days: int = 365
+    agent_auth_cache_seconds: float = Field(default=2.0, description="how long an agent's token check is cached")
+    metrics_retention_days: float = 7.0
+    metrics_max_future_seconds: int = 300
+
     # --- providers ----------------------------------------------------------
     providers: Annotated[list[str], NoDecode] = Field(default=["local"], description="enabled providers")
     provider_threads: int = Field(default=16, description="cloud SDK calls in flight at once per process")

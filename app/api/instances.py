@@ -44,12 +44,14 @@ async def list_instances(
     """Your instances, newest first. Deleted ones are left out unless `status=deleted`."""
     docs, next_cursor = await instances.list(user, status=status, provider=provider, limit=limit, cursor=cursor,
                                              owner=owner)
+    docs = await instances.with_health(docs)
     return InstanceList(items=[InstancePublic.from_doc(d) for d in docs], next_cursor=next_cursor)
 
 
 @router.get("/{instance_id}", response_model=InstancePublic)
 async def get_instance(instance_id: str, user: CurrentUser, instances: Instances) -> InstancePublic:
-    return InstancePublic.from_doc(await instances.get(user, instance_id))
+    [doc] = await instances.with_health([await instances.get(user, instance_id)])
+    return InstancePublic.from_doc(doc)
 
 
 @router.delete("/{instance_id}", status_code=202, response_model=InstancePublic,

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.auth.tokens import InvalidToken, Principal
+from app.auth.tokens import AgentPrincipal, InvalidToken, Principal
 from app.problems import Problem
 
 _bearer = HTTPBearer(auto_error=False, description="a user JWT: `onebox token --user NAME`")
@@ -30,3 +30,17 @@ async def current_user(
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+async def current_agent(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> AgentPrincipal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorized("an agent Bearer token is required")
+    try:
+        return request.app.state.services.tokens.verify_agent(credentials.credentials)
+    except InvalidToken:
+        raise _unauthorized("the agent token is invalid or expired") from None
+
+
+CurrentAgent = Annotated[AgentPrincipal, Depends(current_agent)]

@@ -8,6 +8,7 @@ Every token must carry ``exp``, ``iat``, ``sub``, ``iss``, ``aud`` and a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import datetime as dt
 import uuid
 from typing import Any
@@ -18,6 +19,7 @@ from app.clock import utcnow
 from app.settings import Settings
 
 USER_TOKEN_TYPE = "user"
+AGENT_TOKEN_TYPE = "agent"
 ROLE_ADMIN = "admin"
 ROLE_USER = "user"
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud"]
@@ -37,6 +39,18 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == ROLE_ADMIN
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentPrincipal:
+    """An instance's agent: its instance id and the hash of its token's jti."""
+
+    instance_id: str
+    jti_hash: str
+
+
+def hash_jti(jti: str) -> str:
+    return hashlib.sha256(jti.encode()).hexdigest()
 
 
 class TokenService:
@@ -89,6 +103,23 @@ class TokenService:
         if not isinstance(claims.get("sub"), str) or not claims["sub"]:
             raise InvalidToken("empty subject")
         return claims
+
+    @property
+    def agent_audience(self) -> str:
+        return f"{self.settings.jwt_audience}-agent"
+
+    def mint_agent(self, instance_id: str) -> tuple[str, str]:
+        """A token for one instance's agent, and the hash of its jti (what we store)."""
+        jti = uuid.uuid4().hex
+        token = self.mint(instance_id, typ=AGENT_TOKEN_TYPE, audience=self.agent_audience, role="agent",
+                          ttl=dt.timedelta(days=self.settings.agent_token_ttl_days), extra={"jti": jti})
+        return token, hash_jti(jti)
+
+    def verify_agent(self, token: str) -> AgentPrincipal:
+        claims = self.decode(token, typ=AGENT_TOKEN_TYPE, audience=self.agent_audience)
+        if not isinstance(claims.get("jti"), str):
+            raise InvalidToken("agent token without jti")
+        return AgentPrincipal(instance_id=claims["sub"], jti_hash=hash_jti(claims["jti"]))
 
     def verify_user(self, token: str) -> Principal:
         claims = self.decode(token)

@@ -57,6 +57,13 @@ class InstanceService:
             query["provider"] = provider
         return await page(self.db.instances, query, limit, cursor)
 
+    async def with_health(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The instances with their ``health`` summary (kept in a document of its own)."""
+        from app.metrics.service import MetricsService
+
+        health = await MetricsService(self.services).health_for([d["_id"] for d in docs])
+        return [{**d, "health": health[d["_id"]]} for d in docs]
+
     async def events(self, principal: Principal, instance_id: str) -> list[dict[str, Any]]:
         await self.get(principal, instance_id)
         return await self.services.events.list(instance_id)

@@ -1,0 +1,40 @@
+"""HTTP routes for agents on instances, and for users reading metrics."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.api.deps import PROBLEM_RESPONSES, Instances, ServicesDep
+from app.auth.deps import CurrentAgent, CurrentUser
+from app.metrics.models import AgentMetrics, MetricPoint, MetricsAccepted, MetricSeries
+from app.metrics.service import MetricsService
+
+router = APIRouter(tags=["metrics"], responses=PROBLEM_RESPONSES)
+
+
+@router.post("/v1/agent/metrics", status_code=202, response_model=MetricsAccepted,
+             responses={403: {"description": "the token belongs to another instance"},
+                        413: {"description": "body over the size limit"}})
+async def post_metrics(body: AgentMetrics, agent: CurrentAgent, services: ServicesDep) -> MetricsAccepted:
+    """An instance's agent reports samples (agent token only: a user token is refused)."""
+    accepted, duplicates = await MetricsService(services).ingest(agent, body)
+    return MetricsAccepted(accepted=accepted, duplicates=duplicates)
+
+
+@router.get("/v1/instances/{instance_id}/metrics", response_model=MetricSeries)
+async def get_metrics(
+    instance_id: str,
+    user: CurrentUser,
+    instances: Instances,
+    services: ServicesDep,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> MetricSeries:
+    """The instance's samples between `since` (default: an hour before `until`) and `until` (default: now)."""
+    await instances.get(user, instance_id)
+    points = await MetricsService(services).series(instance_id, since, until, limit)
+    return MetricSeries(items=[MetricPoint.model_validate(p) for p in points])
