@@ -34,7 +34,11 @@ def cmd_serve(args) -> int:
     from app.main import create_app
 
     settings = get_settings()
-    settings.hs256_secret() if settings.jwt_algorithm == "HS256" else None  # refuse a weak secret before anything starts
+    if settings.jwt_algorithm == "HS256":
+        settings.hs256_secret()  # refuse a weak secret before anything starts
+    if "ONEBOX_PUBLIC_URL" not in os.environ:  # agents on local instances reach us where we listen
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        settings = settings.model_copy(update={"public_url": f"http://{host}:{args.port}"})
     db = _embedded(settings).start() if settings.embedded_db else None
     try:
         app = create_app(settings, run_worker=not args.no_worker)

@@ -53,6 +53,20 @@ class ProviderRegistry:
                 root=s.data_dir / "local", ssh_port=s.local_ssh_port, address_first=s.local_address_first,
                 address_last=s.local_address_last, create_delay=s.local_create_delay_seconds,
             ))
+        if name == "aws":
+            from providers.aws import AwsConfig, AwsProvider
+
+            return AwsProvider(AwsConfig(
+                regions=tuple(s.aws_regions), endpoint_url=s.aws_endpoint_url, ssh_cidr=s.aws_ssh_cidr,
+                reboot_on_snapshot=s.aws_reboot_on_snapshot,
+            ))
+        if name == "gcp":
+            from providers.gcp import GcpConfig, GcpProvider
+
+            if not s.gcp_project:
+                raise ValueError("ONEBOX_GCP_PROJECT is required for the gcp provider")
+            return GcpProvider(GcpConfig(project=s.gcp_project, zones=tuple(s.gcp_zones),
+                                         api_endpoint=s.gcp_api_endpoint, ssh_cidr=s.gcp_ssh_cidr))
         raise UnknownProvider(name)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

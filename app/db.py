@@ -55,7 +55,6 @@ class Database:
         self.claims = self.db["claims"]
         self.delete_requests = self.db["delete_requests"]
         self.metrics = self.db["metrics"]
-        self.health = self.db["health"]
 
     async def ensure_indexes(self) -> None:
         await self.instances.create_index([("owner", ASCENDING), ("_id", DESCENDING)])

@@ -13,11 +13,17 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIN_HS256_SECRET_BYTES = 32
+
+
+class GoofysBucket(BaseModel):
+    bucket: str
+    mountpoint: str
+    endpoint: str | None = None
 
 
 class Settings(BaseSettings):
@@ -63,8 +69,12 @@ class Settings(BaseSettings):
 
     # --- configuration management ---------------------------------------
     configure: Literal["ansible", "skip"] = Field(
-        default="skip", description="skip = no Ansible run; an event says it was skipped (development)"
+        default="ansible", description="skip = no Ansible run; an event says it was skipped (development)"
     )
+    configure_timeout_seconds: float = 900.0
+    goofys_url: str | None = Field(default=None, description="where to download goofys; unset = not installed")
+    goofys_sha256: str | None = None
+    goofys_buckets: list[GoofysBucket] = Field(default_factory=list, description="JSON list of {bucket, mountpoint, endpoint?}")
 
     # --- worker -------------------------------------------------------------
     worker_concurrency: int = 8
@@ -78,7 +88,19 @@ class Settings(BaseSettings):
         default=[], description="step names that fail right after doing their work (tests and failure drills)"
     )
 
-    @field_validator("providers", "inject_faults", mode="before")
+    # --- AWS ----------------------------------------------------------------
+    aws_regions: Annotated[list[str], NoDecode] = Field(default=["us-east-1"], description="regions offered")
+    aws_endpoint_url: str | None = Field(default=None, description="e.g. a moto server; AWS_ENDPOINT_URL works too")
+    aws_ssh_cidr: str = Field(default="0.0.0.0/0", description="who may reach port 22 of new instances")
+    aws_reboot_on_snapshot: bool = False
+
+    # --- GCP ----------------------------------------------------------------
+    gcp_project: str | None = Field(default=None, description="the project VMs are created in")
+    gcp_zones: Annotated[list[str], NoDecode] = Field(default=["us-central1-a"], description="zones offered")
+    gcp_api_endpoint: str | None = Field(default=None, description="e.g. the local GCE fake, for development")
+    gcp_ssh_cidr: str = "0.0.0.0/0"
+
+    @field_validator("providers", "inject_faults", "aws_regions", "gcp_zones", mode="before")
     @classmethod
     def _comma_list(cls, value):
         if isinstance(value, str):

@@ -127,6 +127,9 @@ class InstanceSpec:
     image: str | None = None  # alias or native id; None means the provider's default
     snapshot: SnapshotRef | None = None  # start from this snapshot instead of an image
     labels: Mapping[str, str] = field(default_factory=dict)
+    # onebox's own key, authorized next to the user's so that configuration
+    # management (Ansible) can log in; None when configuration is skipped.
+    admin_ssh_public_key: str | None = None
 
     @property
     def ref(self) -> InstanceRef:

@@ -223,7 +223,8 @@ class LocalProvider:
             check=True, capture_output=True,
         )
         authorized = etc / "authorized_keys"
-        authorized.write_text(spec.ssh_public_key.strip() + "\n")
+        keys = [spec.ssh_public_key.strip()] + ([spec.admin_ssh_public_key.strip()] if spec.admin_ssh_public_key else [])
+        authorized.write_text("\n".join(keys) + "\n")
         os.chmod(authorized, 0o600)
         session = etc / "session.sh"
         session.write_text(

@@ -83,6 +83,7 @@ def make_settings(ferretdb, data_dir: Path, **overrides) -> Settings:
         backoff_max_seconds=0.5,
         max_attempts=3,
         wait_running_timeout_seconds=20.0,
+        configure="skip",  # tests that need Ansible ask for it
     )
     values.update(overrides)
     return Settings(**values)

@@ -1,16 +1,109 @@
 """The ``configure`` step: bring a fresh VM to what the user asked for.
 
-With ``ONEBOX_CONFIGURE=skip`` the step only records that it was skipped.
+It records the instance's SSH host key on first contact (and trusts only that
+key afterwards), mints the agent token for this instance (storing only the
+hash of its jti, which rotates the previous token), and runs the
+configuration playbook (``app.configure.ansible``) with onebox's own key.
+Task progress becomes instance events; a failed task fails the step with the
+task's name and message. With ``ONEBOX_CONFIGURE=skip`` the step only records
+that it was skipped.
 """
 
 from __future__ import annotations
 
+import asyncio
+import getpass
+import base64
+import hashlib
+
+from app.configure.ansible import PlaybookTarget, run_playbook
+from app.configure.keys import deploy_key
 from app.lifecycle.engine import JobContext
+from providers.base import ProviderError
+
+KEYSCAN_TIMEOUT = 60.0
+
+
+async def scan_host_keys(host: str, port: int, timeout: float = KEYSCAN_TIMEOUT) -> list[str]:
+    """The host's public keys as known_hosts lines, retried while sshd comes up."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        proc = await asyncio.create_subprocess_exec(
+            "ssh-keyscan", "-p", str(port), "-T", "5", host,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await proc.communicate()
+        lines = [l for l in out.decode(errors="replace").splitlines() if l and not l.startswith("#")]
+        if lines:
+            return lines
+        if asyncio.get_running_loop().time() > deadline:
+            raise ProviderError(f"no SSH host key from {host}:{port} within {timeout:.0f}s", retryable=True,
+                                code="unreachable")
+        await asyncio.sleep(1)
+
+
+def fingerprint(known_hosts_line: str) -> str:
+    blob = base64.b64decode(known_hosts_line.split()[2])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 async def configure_instance(ctx: JobContext) -> None:
-    settings = ctx.services.settings
+    services, doc = ctx.services, ctx.doc
+    settings = services.settings
     if settings.configure == "skip":
         await ctx.event("configure.skipped", "configuration skipped (ONEBOX_CONFIGURE=skip)", "configure")
         return
-    raise NotImplementedError("Ansible configuration is not available yet")
+    host, port = doc["public_ip"], doc.get("ssh_port") or 22
+    known = doc.get("ssh_host_keys")
+    if not known:
+        known = await scan_host_keys(host, port)
+        await ctx.claim.update({"$set": {"ssh_host_keys": known}})
+        await ctx.event("ssh.host_key", "recorded host key " + ", ".join(fingerprint(k) for k in known), "configure")
+    private_key, _ = deploy_key(settings.data_dir)
+
+    token, jti_hash = services.tokens.mint_agent(doc["_id"])
+    await ctx.claim.update({"$set": {"agent_jti_hash": jti_hash}})
+    services.agent_auth_cache.forget(doc["_id"])
+
+    extravars = {
+        "onebox_instance_id": doc["_id"],
+        "onebox_provider": doc["provider"],
+        "onebox_ssh_user": doc["ssh_user"],
+        "onebox_ssh_public_key": doc["ssh_public_key"],
+        "onebox_sudo": True,
+        "onebox_agent_interval": settings.agent_interval_seconds,
+        "onebox_agent_config": {
+            "url": settings.public_url,
+            "token": token,
+            "instance_id": doc["_id"],
+            "interval": settings.agent_interval_seconds,
+        },
+        "onebox_goofys_url": settings.goofys_url or "",
+        "onebox_goofys_sha256": settings.goofys_sha256 or "",
+        "onebox_goofys_buckets": [b.model_dump(exclude_none=True) for b in settings.goofys_buckets],
+    }
+    target = PlaybookTarget(host=host, port=port, private_key=private_key, known_hosts=known,
+                            login=getpass.getuser() if doc["provider"] == "local" else doc["ssh_user"])
+    loop = asyncio.get_running_loop()
+    pending: list = []
+
+    def on_event(type_: str, message: str, task: str | None) -> None:
+        pending.append(asyncio.run_coroutine_threadsafe(
+            services.events.add(doc["_id"], type_, message, step="configure"), loop))
+
+    result = await services.providers.call(
+        run_playbook, target, extravars, doc.get("bootstrap_script"), on_event,
+        timeout=settings.configure_timeout_seconds, work_root=settings.data_dir / "ansible",
+    )
+    for future in pending:
+        await asyncio.wrap_future(future)
+    if result.status == "successful":
+        await ctx.event("configure.done", f"configured ({result.changed} changes)", "configure")
+        return
+    if result.status == "timeout":
+        raise ProviderError(f"configuration did not finish within {settings.configure_timeout_seconds:.0f}s",
+                            code="configure_timeout")
+    if result.unreachable:
+        raise ProviderError(f"could not reach the instance over SSH: {result.failed_message}", retryable=True,
+                            code="unreachable")
+    raise ProviderError(f"task '{result.failed_task}' failed: {result.failed_message}", code="configure_failed")

@@ -46,7 +46,12 @@ class ProvisionJob:
                 snapshot = await ctx.services.db.snapshots.find_one({"_id": ctx.doc["snapshot_id"]})
                 if snapshot is None:
                     raise ProviderError(f"snapshot {ctx.doc['snapshot_id']} no longer exists", code="snapshot_gone")
-            info = await call(provider.create_instance, instance_spec(ctx.doc, snapshot))
+            admin_key = None
+            if ctx.services.settings.configure == "ansible":
+                from app.configure.keys import deploy_key
+
+                admin_key = deploy_key(ctx.services.settings.data_dir)[1]
+            info = await call(provider.create_instance, instance_spec(ctx.doc, snapshot, admin_key))
             return {"cloud_id": info.cloud_id}
         if step == "wait_running":
             timeout = ctx.services.settings.wait_running_timeout_seconds

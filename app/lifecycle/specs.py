@@ -13,7 +13,8 @@ def instance_ref(doc: dict[str, Any]) -> InstanceRef:
     return InstanceRef(doc["_id"], doc["region"], doc.get("zone"), doc.get("cloud_id"))
 
 
-def instance_spec(doc: dict[str, Any], snapshot: dict[str, Any] | None) -> InstanceSpec:
+def instance_spec(doc: dict[str, Any], snapshot: dict[str, Any] | None,
+                  admin_ssh_public_key: str | None = None) -> InstanceSpec:
     return InstanceSpec(
         instance_id=doc["_id"],
         owner=doc["owner"],
@@ -27,6 +28,7 @@ def instance_spec(doc: dict[str, Any], snapshot: dict[str, Any] | None) -> Insta
         image=doc.get("image"),
         snapshot=snapshot_ref(snapshot) if snapshot else None,
         labels=doc.get("labels") or {},
+        admin_ssh_public_key=admin_ssh_public_key,
     )
 
 

@@ -3,14 +3,15 @@
 An agent token works only for its own instance, only while that instance is
 live, and only until it is rotated (its jti hash is stored on the instance).
 Samples go to the ``metrics`` collection keyed by (instance, time), so a batch
-re-sent after a lost reply is not stored twice; the latest sample becomes the
-instance's health summary, kept in a ``health`` document of its own (the
-agent is its only writer). Retention is enforced by ``purge_old_metrics``,
+re-sent after a lost reply is not stored twice. An instance's health summary
+is its latest sample, read through the same (instance, time) index: a post
+costs one write, which is what bounds ingestion on the embedded database. Retention is enforced by ``purge_old_metrics``,
 run periodically by workers, since TTL indexes are not portable.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from typing import Any
@@ -45,6 +46,9 @@ class AgentAuthCache:
         if entry and time.monotonic() - entry[0] < self.ttl:
             return entry[1], entry[2]
         return None
+
+    def forget(self, instance_id: str) -> None:
+        self._entries.pop(instance_id, None)
 
     def put(self, instance_id: str, jti_hash: str | None, live: bool) -> None:
         if len(self._entries) > 200_000:
@@ -113,19 +117,17 @@ class MetricsService:
                 if any(e.get("code") != DUPLICATE_KEY for e in errors):
                     raise
                 duplicates = len(errors)
-            latest = max(docs, key=lambda d: d["at"])
-            await self.db.health.update_one(
-                {"_id": body.instance_id},
-                {"$set": {"last_seen_at": latest["at"], "received_at": now,
-                          **{k: latest.get(k) for k in ("cpu_percent", "memory_percent", "disk_percent", "gpus")}}},
-                upsert=True,
-            )
         return len(docs) - duplicates, duplicates
 
     async def health_for(self, instance_ids: list[str]) -> dict[str, dict]:
         interval = self.services.settings.agent_interval_seconds
-        docs = {d["_id"]: d async for d in self.db.health.find({"_id": {"$in": instance_ids}})}
-        return {i: health_summary(docs.get(i), interval) for i in instance_ids}
+
+        async def latest(instance_id: str) -> dict | None:
+            return await self.db.metrics.find_one({"instance_id": instance_id}, sort=[("at", -1)])
+
+        found = await asyncio.gather(*(latest(i) for i in instance_ids))
+        return {i: health_summary(doc and {**doc, "last_seen_at": doc["at"]}, interval)
+                for i, doc in zip(instance_ids, found)}
 
     async def series(self, instance_id: str, since: dt.datetime | None, until: dt.datetime | None,
                      limit: int) -> list[dict]:

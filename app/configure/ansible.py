@@ -1,0 +1,151 @@
+"""Running the configuration playbook with ansible-runner, one private data dir per run.
+
+``run_playbook`` blocks (the worker calls it in a thread). It writes the
+inventory, extra vars and the user's bootstrap script into a fresh private
+data directory, runs ``playbooks/configure.yml`` with a timeout, turns task
+events into instance events through ``on_event``, and removes the directory
+afterwards: it holds the agent token and must not linger.
+
+User-supplied values never pass through Jinja: the bootstrap script travels as
+a file the playbook copies verbatim, and the other values are data in extra
+vars that the roles hand to modules as parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from app.settings import REPO_ROOT
+
+PLAYBOOK = REPO_ROOT / "playbooks" / "configure.yml"
+BOOTSTRAP_RESULT_TASK = "bootstrap result"
+BOOTSTRAP_EXIT_TASK = "bootstrap exit code"
+MAX_EVENT_OUTPUT = 4096
+
+
+@dataclass
+class PlaybookTarget:
+    host: str
+    port: int
+    login: str  # the account Ansible logs in as
+    private_key: Path
+    known_hosts: list[str]  # the instance's host key lines, recorded on first contact
+
+
+@dataclass
+class PlaybookResult:
+    status: str  # successful, failed, timeout, canceled
+    rc: int
+    failed_task: str | None = None
+    failed_message: str | None = None
+    unreachable: bool = False
+    changed: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _result_message(res: dict[str, Any]) -> str:
+    for key in ("msg", "stderr", "stdout", "module_stderr", "reason"):
+        value = res.get(key)
+        if value:
+            return str(value)[-MAX_EVENT_OUTPUT:]
+    return "failed"
+
+
+def run_playbook(
+    target: PlaybookTarget,
+    extravars: dict[str, Any],
+    bootstrap_script: str | None,
+    on_event: Callable[[str, str, str | None], None],
+    *,
+    timeout: float,
+    work_root: Path,
+) -> PlaybookResult:
+    import ansible_runner
+
+    work_root.mkdir(parents=True, exist_ok=True)
+    private_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work_root))
+    try:
+        (private_dir / "env").mkdir()
+        known_hosts = private_dir / "known_hosts"
+        known_hosts.write_text("".join(line.strip() + "\n" for line in target.known_hosts))
+        extravars = dict(extravars)
+        extravars["onebox_bootstrap_file"] = ""
+        if bootstrap_script is not None:
+            script = private_dir / "bootstrap.sh"
+            script.write_text(bootstrap_script)  # data, never a template
+            script.chmod(0o600)
+            extravars["onebox_bootstrap_file"] = str(script)
+        inventory = {"all": {"hosts": {"instance": {
+            "ansible_host": target.host,
+            "ansible_port": target.port,
+            "ansible_user": target.login,
+            "ansible_ssh_private_key_file": str(target.private_key),
+        }}}}
+        control_dir = Path(tempfile.mkdtemp(prefix="cp-", dir="/tmp"))  # a short path: sockets have a length limit
+        ssh_args = (f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o ControlMaster=auto "
+                    f"-o ControlPersist=30s -o ServerAliveInterval=15 -o ConnectTimeout=15 -o IdentitiesOnly=yes")
+        envvars = {
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_SSH_ARGS": ssh_args,
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
+            "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_NOCOLOR": "True",
+            "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+            "ANSIBLE_ROLES_PATH": str(PLAYBOOK.parent / "roles"),
+            "ANSIBLE_TIMEOUT": "30",
+        }
+        result = PlaybookResult(status="unknown", rc=-1)
+
+        def handler(event: dict[str, Any]) -> bool:
+            kind = event.get("event")
+            data = event.get("event_data") or {}
+            task = (data.get("task") or "").strip()
+            res = data.get("res") or {}
+            if kind == "playbook_on_task_start":
+                on_event("ansible.task", f"task: {task}", task)
+            elif kind == "runner_on_ok":
+                if task == BOOTSTRAP_RESULT_TASK:
+                    on_event("bootstrap.output", str(res.get("stdout", ""))[-MAX_EVENT_OUTPUT:], task)
+                elif task == BOOTSTRAP_EXIT_TASK:
+                    on_event("bootstrap.exit", f"bootstrap script exited with {str(res.get('stdout', '')).strip()}", task)
+                else:
+                    on_event("ansible.ok", f"{'changed' if res.get('changed') else 'ok'}: {task}", task)
+            elif kind == "runner_on_skipped":
+                on_event("ansible.skipped", f"skipped: {task}", task)
+            elif kind in ("runner_on_failed", "runner_on_unreachable"):
+                if data.get("ignore_errors"):
+                    return True
+                message = _result_message(res)
+                if kind == "runner_on_unreachable":
+                    result.unreachable = True
+                if result.failed_task is None:
+                    result.failed_task, result.failed_message = task, message
+                on_event("ansible.failed" if kind == "runner_on_failed" else "ansible.unreachable",
+                         f"{task}: {message}", task)
+            return True
+
+        runner = ansible_runner.run(
+            private_data_dir=str(private_dir),
+            playbook=str(PLAYBOOK),
+            inventory=inventory,
+            extravars=extravars,
+            envvars=envvars,
+            event_handler=handler,
+            timeout=int(timeout),
+            quiet=True,
+            json_mode=False,
+        )
+        shutil.rmtree(control_dir, ignore_errors=True)
+        result.status, result.rc = runner.status, runner.rc
+        stats = runner.stats or {}
+        result.stats = stats
+        result.changed = sum((stats.get("changed") or {}).values())
+        return result
+    finally:
+        shutil.rmtree(private_dir, ignore_errors=True)
