@@ -65,8 +65,14 @@ class ProviderRegistry:
 
             if not s.gcp_project:
                 raise ValueError("ONEBOX_GCP_PROJECT is required for the gcp provider")
+            credentials = None  # Application Default Credentials
+            if s.gcp_anonymous_credentials:
+                from google.auth.credentials import AnonymousCredentials
+
+                credentials = AnonymousCredentials()
             return GcpProvider(GcpConfig(project=s.gcp_project, zones=tuple(s.gcp_zones),
-                                         api_endpoint=s.gcp_api_endpoint, ssh_cidr=s.gcp_ssh_cidr))
+                                         api_endpoint=s.gcp_api_endpoint, ssh_cidr=s.gcp_ssh_cidr),
+                               credentials=credentials)
         raise UnknownProvider(name)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     gcp_zones: Annotated[list[str], NoDecode] = Field(default=["us-central1-a"], description="zones offered")
     gcp_api_endpoint: str | None = Field(default=None, description="e.g. the local GCE fake, for development")
     gcp_ssh_cidr: str = "0.0.0.0/0"
+    gcp_anonymous_credentials: bool = Field(default=False, description="development against the GCE fake only")
+
+    inject_delays: dict[str, float] = Field(
+        default={}, description='JSON {"step": seconds}: pause after a step\'s work, before it is recorded (kill drills)'
+    )
 
     @field_validator("providers", "inject_faults", "aws_regions", "gcp_zones", mode="before")
     @classmethod

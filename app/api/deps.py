@@ -11,18 +11,18 @@ from app.services import Services
 from app.snapshots.service import SnapshotService
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:  # async: no threadpool hop per request
     return request.app.state.services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def instance_service(services: ServicesDep) -> InstanceService:
+async def instance_service(services: ServicesDep) -> InstanceService:
     return InstanceService(services)
 
 
-def snapshot_service(services: ServicesDep) -> SnapshotService:
+async def snapshot_service(services: ServicesDep) -> SnapshotService:
     return SnapshotService(services)
 
 

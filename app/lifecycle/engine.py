@@ -16,6 +16,7 @@ runs them the same way for every kind of job:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import random
@@ -121,6 +122,8 @@ async def _run_steps(ctx: JobContext, definition: JobDefinition) -> dict[str, An
         failure = None
         try:
             sets = await definition.run_step(step, ctx) or {}
+            if step in settings.inject_delays:
+                await asyncio.sleep(settings.inject_delays[step])
             if step in settings.inject_faults:
                 raise ProviderError(f"fault injected after {step} (ONEBOX_INJECT_FAULTS)", code=FAULT_CODE)
         except LeaseLost:

@@ -1,0 +1,135 @@
+"""AWS, GCP (and Azure) through onebox's API and worker, against their local stand-ins."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from tests.api.helpers import wait_status
+from tests.conftest import make_settings
+from tests.e2e.cloud_support import Cloud, full_flow, onebox_for
+from tests.providers.aws_fixtures import aws_env, moto_ec2  # noqa: F401  (fixtures)
+from tests.providers.test_gcp import PROJECT, gce, gce_server  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def aws_cloud(aws_env):  # noqa: F811
+    import boto3
+
+    from providers.aws import AwsConfig, AwsProvider
+
+    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=aws_env.url)
+
+    def alive() -> list[str]:
+        found = []
+        for page in ec2.get_paginator("describe_instances").paginate(
+                Filters=[{"Name": "tag:managed-by", "Values": ["onebox"]}]):
+            for reservation in page["Reservations"]:
+                found += [i["InstanceId"] for i in reservation["Instances"]
+                          if i["State"]["Name"] not in ("terminated", "shutting-down")]
+        found += [i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]]
+        found += [s["SnapshotId"] for s in ec2.describe_snapshots(
+            Filters=[{"Name": "tag:managed-by", "Values": ["onebox"]}])["Snapshots"]]
+        return found
+
+    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    env["ONEBOX_AWS_ENDPOINT_URL"] = aws_env.url
+    return Cloud("aws", "us-east-1", "t3.micro", "ubuntu-24.04",
+                 lambda: AwsProvider(AwsConfig(endpoint_url=aws_env.url, poll_delay=0.05, consistency_grace=1.0)),
+                 alive, env)
+
+
+@pytest.fixture
+def gcp_cloud(gce_server, gce):  # noqa: F811
+    from google.auth.credentials import AnonymousCredentials
+
+    from providers.gcp import GcpConfig, GcpProvider
+
+    def alive() -> list[str]:
+        return [r.cloud_id for r in make().list_managed() if r.kind in ("instance", "snapshot")]
+
+    def make():
+        return GcpProvider(GcpConfig(project=PROJECT, zones=("us-central1-a",), api_endpoint=gce_server.url,
+                                     wait_timeout=20.0, poll_interval=0.0, retry_base_delay=0.0),
+                           credentials=AnonymousCredentials())
+
+    env = {"ONEBOX_GCP_PROJECT": PROJECT, "ONEBOX_GCP_ZONES": "us-central1-a",
+           "ONEBOX_GCP_API_ENDPOINT": gce_server.url, "ONEBOX_GCP_ANONYMOUS_CREDENTIALS": "true"}
+    return Cloud("gcp", "us-central1", "e2-small", "ubuntu-24.04", make, alive, env, zone="us-central1-a")
+
+
+CLOUDS = ["aws_cloud", "gcp_cloud"]
+
+
+def settings_for(cloud: Cloud, ferretdb, tmp_path, **overrides):
+    return make_settings(ferretdb, tmp_path / "data", providers=[cloud.name], **overrides)
+
+
+@pytest.mark.parametrize("cloud_fixture", CLOUDS)
+async def test_full_flow_through_the_api(cloud_fixture, request, ferretdb, tmp_path, mint):
+    cloud: Cloud = request.getfixturevalue(cloud_fixture)
+    async with onebox_for(cloud, settings_for(cloud, ferretdb, tmp_path)) as (api, svc):
+        headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
+        await full_flow(api, headers, cloud)
+
+
+@pytest.mark.parametrize("cloud_fixture", CLOUDS)
+@pytest.mark.parametrize("step", ["create", "wait_running", "configure"])
+async def test_failure_at_each_step_leaves_nothing(cloud_fixture, step, request, ferretdb, tmp_path):
+    cloud: Cloud = request.getfixturevalue(cloud_fixture)
+    async with onebox_for(cloud, settings_for(cloud, ferretdb, tmp_path, inject_faults=[step])) as (api, svc):
+        headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
+        inst = (await api.post("/v1/instances", json=cloud.body(), headers=headers)).json()
+        done = await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"failed", "running"}, 120)
+        assert done["status"] == "failed" and done["error"]["step"] == step
+        assert cloud.alive() == []
+
+
+@pytest.mark.parametrize("cloud_fixture", CLOUDS)
+async def test_bad_region_and_machine_type_refused_before_queueing(cloud_fixture, request, ferretdb, tmp_path):
+    cloud: Cloud = request.getfixturevalue(cloud_fixture)
+    async with onebox_for(cloud, settings_for(cloud, ferretdb, tmp_path), worker=False) as (api, svc):
+        headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
+        for overrides, field in [({"region": "atlantis-1"}, "region"), ({"machine_type": "x99.huge"}, "machine_type")]:
+            response = await api.post("/v1/instances", json=cloud.body(**overrides), headers=headers)
+            assert response.status_code == 422, response.text
+            assert response.json()["errors"][0]["field"] == field
+        assert await svc.db.instances.count_documents({}) == 0
+
+
+@pytest.mark.parametrize("cloud_fixture", CLOUDS)
+async def test_worker_killed_right_after_create_gives_one_vm(cloud_fixture, request, ferretdb, tmp_path):
+    from tests.e2e.test_workers import start_worker, stop, wait_until
+
+    cloud: Cloud = request.getfixturevalue(cloud_fixture)
+    settings = settings_for(cloud, ferretdb, tmp_path, lease_seconds=2.0)
+    async with onebox_for(cloud, settings, worker=False) as (api, svc):
+        headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
+        headers_idem = {**headers, "Idempotency-Key": "once"}
+        inst = (await api.post("/v1/instances", json=cloud.body(), headers=headers_idem)).json()
+        again = (await api.post("/v1/instances", json=cloud.body(), headers=headers_idem)).json()
+        assert again["id"] == inst["id"]
+        env = {**cloud.worker_env, "ONEBOX_PROVIDERS": cloud.name, "ONEBOX_CONFIGURE": "skip",
+               "ONEBOX_INJECT_DELAYS": '{"create": 60}'}
+        first = start_worker(settings, tmp_path / "a.log", **env)
+        try:
+            async def created():
+                return len(cloud.alive()) == 1
+            await wait_until(created, timeout=60, what="the first worker to create the VM")
+        finally:
+            stop(first, signal.SIGKILL)
+        env.pop("ONEBOX_INJECT_DELAYS")
+        second = start_worker(settings, tmp_path / "b.log", **env)
+        try:
+            done = await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"running", "failed"}, 120)
+            assert done["status"] == "running", (done, (tmp_path / "b.log").read_text()[-2000:])
+            assert len(cloud.alive()) == 1, "the second worker resumed the first one's VM"
+            await api.delete(f"/v1/instances/{inst['id']}", headers=headers)
+            await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"deleted"}, 120)
+            assert cloud.alive() == []
+        finally:
+            stop(second)
