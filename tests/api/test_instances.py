@@ -133,7 +133,7 @@ class TestCreate:
 
 
 class TestTenancy:
-    async def test_other_users_get_404_admin_sees_all(self, api, mint, ssh_keypair):
+    async def test_other_users_get_404_admin_sees_all(self, api, mint, ssh_keypair, services):
         created = (await api.post("/v1/instances", json=instance_body(ssh_keypair.public), headers=mint("alice"))).json()
         path = f"/v1/instances/{created['id']}"
         for method, suffix in [("GET", ""), ("DELETE", ""), ("GET", "/events")]:
@@ -142,6 +142,17 @@ class TestTenancy:
         response = await api.post(path + "/snapshots", json={"name": "s1"}, headers=mint("bob"))
         assert response.status_code == 404
         assert (await api.get("/v1/instances", headers=mint("bob"))).json()["items"] == []
+        from app.clock import utcnow
+
+        now = utcnow()
+        await services.db.snapshots.insert_one({
+            "_id": "s-alices", "instance_id": created["id"], "owner": "alice", "name": "s", "provider": "local",
+            "region": "local", "status": "available", "cloud_id": "c", "error": None, "created_at": now,
+            "updated_at": now, "job": None})
+        for method in ("GET", "DELETE"):
+            assert (await api.request(method, "/v1/snapshots/s-alices", headers=mint("bob"))).status_code == 404
+        assert (await api.get("/v1/snapshots", headers=mint("bob"))).json()["items"] == []
+        assert (await api.get("/v1/snapshots/s-alices", headers=mint("alice"))).status_code == 200
         assert (await api.get(path, headers=mint("root", admin=True))).status_code == 200
         listed = (await api.get("/v1/instances", headers=mint("root", admin=True))).json()["items"]
         assert [i["id"] for i in listed] == [created["id"]]

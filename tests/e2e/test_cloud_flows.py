@@ -133,3 +133,34 @@ async def test_worker_killed_right_after_create_gives_one_vm(cloud_fixture, requ
             assert cloud.alive() == []
         finally:
             stop(second)
+
+
+@pytest.mark.parametrize("fault,outcome,code", [
+    ("http_503", "running", None),
+    ("http_429", "running", None),
+    ("slow", "running", None),
+    ("ZONE_RESOURCE_POOL_EXHAUSTED", "failed", "capacity"),
+    ("QUOTA_EXCEEDED", "failed", "quota"),
+])
+async def test_gcp_faults_retry_or_fail_clean(fault, outcome, code, gcp_cloud, gce, ferretdb, tmp_path):  # noqa: F811
+    if fault.startswith("http_"):
+        gce.inject_http_error(int(fault[5:]), count=3, method="POST", path="/instances$")
+    elif fault == "slow":
+        gce.inject_slow_operation(5, operation_type="insert", target="/instances/")
+    else:
+        gce.inject_operation_error(fault, operation_type="insert", target="/instances/")
+    async with onebox_for(gcp_cloud, settings_for(gcp_cloud, ferretdb, tmp_path)) as (api, svc):
+        headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
+        inst = (await api.post("/v1/instances", json=gcp_cloud.body(), headers=headers)).json()
+        done = await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"failed", "running"}, 120)
+        assert done["status"] == outcome, done
+        if outcome == "failed":
+            assert done["error"]["code"] == code and done["error"]["step"] == "create"
+            assert gcp_cloud.alive() == []
+        else:
+            labels = [i["labels"] for i in gce.state()["instances"]]
+            assert labels and labels[0]["managed-by"] == "onebox" and labels[0]["onebox-instance-id"] == inst["id"]
+            assert labels[0]["onebox-owner"] == "alice"
+            await api.delete(f"/v1/instances/{inst['id']}", headers=headers)
+            await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"deleted"}, 120)
+            assert gcp_cloud.alive() == []
