@@ -73,6 +73,17 @@ class ProviderRegistry:
             return GcpProvider(GcpConfig(project=s.gcp_project, zones=tuple(s.gcp_zones),
                                          api_endpoint=s.gcp_api_endpoint, ssh_cidr=s.gcp_ssh_cidr),
                                credentials=credentials)
+        if name == "azure":
+            from providers.azure import AzureConfig, AzureProvider
+
+            if not s.azure_subscription_id:
+                raise ValueError("ONEBOX_AZURE_SUBSCRIPTION_ID is required for the azure provider")
+            return AzureProvider(AzureConfig(
+                subscription_id=s.azure_subscription_id, resource_group=s.azure_resource_group,
+                locations=tuple(s.azure_locations), base_url=s.azure_base_url, ca_bundle=s.azure_ca_bundle,
+                static_token=s.azure_static_token.get_secret_value() if s.azure_static_token else None,
+                ssh_cidr=s.azure_ssh_cidr, polling_interval=s.azure_polling_interval,
+            ))
         raise UnknownProvider(name)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

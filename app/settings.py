@@ -105,7 +105,17 @@ class Settings(BaseSettings):
         default={}, description='JSON {"step": seconds}: pause after a step\'s work, before it is recorded (kill drills)'
     )
 
-    @field_validator("providers", "inject_faults", "aws_regions", "gcp_zones", mode="before")
+    # --- Azure --------------------------------------------------------------
+    azure_subscription_id: str | None = None
+    azure_resource_group: str = "onebox"
+    azure_locations: Annotated[list[str], NoDecode] = Field(default=["eastus"], description="locations offered")
+    azure_base_url: str | None = Field(default=None, description="e.g. the local ARM fake, for development")
+    azure_ca_bundle: str | None = Field(default=None, description="PEM file to trust (the ARM fake's CA)")
+    azure_static_token: SecretStr | None = Field(default=None, description="development against the ARM fake only")
+    azure_ssh_cidr: str = "0.0.0.0/0"
+    azure_polling_interval: float = 5.0
+
+    @field_validator("providers", "inject_faults", "aws_regions", "gcp_zones", "azure_locations", mode="before")
     @classmethod
     def _comma_list(cls, value):
         if isinstance(value, str):

@@ -26,6 +26,7 @@ class Cloud:
     alive: Callable[[], list[str]]  # ids of every managed resource that still costs money
     worker_env: dict[str, str]  # for `onebox worker` processes reaching the same stand-in
     zone: str | None = None
+    parts: int = 1  # cloud resources one running instance consists of (counted by ``alive``)
 
     def body(self, **overrides) -> dict:
         body = {"name": "cloud-box", "provider": self.name, "region": self.region,

@@ -62,7 +62,46 @@ def gcp_cloud(gce_server, gce):  # noqa: F811
     return Cloud("gcp", "us-central1", "e2-small", "ubuntu-24.04", make, alive, env, zone="us-central1-a")
 
 
-CLOUDS = ["aws_cloud", "gcp_cloud"]
+@pytest.fixture(scope="module")
+def arm_server():
+    from tests.fakes.arm import ArmFake
+
+    fake = ArmFake().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def arm(arm_server):
+    arm_server.reset()
+    yield arm_server
+    arm_server.reset()
+
+
+AZURE_TYPES = ("Microsoft.Compute/virtualMachines", "Microsoft.Network/networkInterfaces",
+               "Microsoft.Network/networkSecurityGroups",
+               "Microsoft.Network/publicIPAddresses", "Microsoft.Compute/disks", "Microsoft.Compute/snapshots")
+
+
+@pytest.fixture
+def azure_cloud(arm):
+    from providers.azure import AzureConfig, AzureProvider
+
+    def make():
+        return AzureProvider(AzureConfig(subscription_id=arm.subscription_id, base_url=arm.url, ca_bundle=arm.ca_path,
+                                         static_token="dev", polling_interval=0, retry_total=0))
+
+    def alive() -> list[str]:
+        # Every per-instance resource tagged managed-by=onebox (the shared VNet is not one).
+        return [r["id"] for r in arm.find("managed-by", "onebox") if r["type"] in AZURE_TYPES]
+
+    env = {"ONEBOX_AZURE_SUBSCRIPTION_ID": arm.subscription_id, "ONEBOX_AZURE_BASE_URL": arm.url,
+           "ONEBOX_AZURE_CA_BUNDLE": arm.ca_path, "ONEBOX_AZURE_STATIC_TOKEN": "dev",
+           "ONEBOX_AZURE_POLLING_INTERVAL": "0"}
+    return Cloud("azure", "eastus", "Standard_B1s", "ubuntu-24.04", make, alive, env, parts=5)  # VM, NIC, NSG, IP, disk
+
+
+CLOUDS = ["aws_cloud", "gcp_cloud", "azure_cloud"]
 
 
 def settings_for(cloud: Cloud, ferretdb, tmp_path, **overrides):
@@ -118,16 +157,18 @@ async def test_worker_killed_right_after_create_gives_one_vm(cloud_fixture, requ
         first = start_worker(settings, tmp_path / "a.log", **env)
         try:
             async def created():
-                return len(cloud.alive()) == 1
+                return len(cloud.alive()) >= cloud.parts
             await wait_until(created, timeout=60, what="the first worker to create the VM")
         finally:
             stop(first, signal.SIGKILL)
+        made = sorted(cloud.alive())
         env.pop("ONEBOX_INJECT_DELAYS")
         second = start_worker(settings, tmp_path / "b.log", **env)
         try:
             done = await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"running", "failed"}, 120)
             assert done["status"] == "running", (done, (tmp_path / "b.log").read_text()[-2000:])
-            assert len(cloud.alive()) == 1, "the second worker resumed the first one's VM"
+            assert sorted(cloud.alive()) == made, "the second worker resumed the first one's resources"
+            assert len(made) == cloud.parts
             await api.delete(f"/v1/instances/{inst['id']}", headers=headers)
             await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"deleted"}, 120)
             assert cloud.alive() == []
@@ -164,3 +205,40 @@ async def test_gcp_faults_retry_or_fail_clean(fault, outcome, code, gcp_cloud, g
             await api.delete(f"/v1/instances/{inst['id']}", headers=headers)
             await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"deleted"}, 120)
             assert gcp_cloud.alive() == []
+
+
+@pytest.mark.parametrize("fault", [
+    dict(method="PUT", resource_type="Microsoft.Network/networkInterfaces", status=500, code="InternalServerError",
+         times=-1),  # after the public IP
+    dict(method="PUT", resource_type="Microsoft.Compute/virtualMachines", status=400, code="InvalidParameter",
+         message="refused"),  # after the NIC
+    dict(action="lro_fail", method="PUT", resource_type="Microsoft.Compute/virtualMachines",
+         code="AllocationFailed", message="no capacity"),  # after the VM PUT
+])
+async def test_azure_failure_at_each_sub_step_removes_every_part(fault, azure_cloud, arm, ferretdb, tmp_path):
+    arm.add_fault(**fault)
+    settings = settings_for(azure_cloud, ferretdb, tmp_path, max_attempts=2)
+    async with onebox_for(azure_cloud, settings) as (api, svc):
+        headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
+        inst = (await api.post("/v1/instances", json=azure_cloud.body(), headers=headers)).json()
+        done = await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"failed", "running"}, 120)
+        assert done["status"] == "failed" and done["error"]["step"] == "create", done
+        assert arm.find("onebox-instance-id", inst["id"]) == [], "every already-created part was removed"
+        assert azure_cloud.alive() == []
+
+
+async def test_azure_full_flow_leaves_one_of_each_and_then_nothing(azure_cloud, arm, ferretdb, tmp_path):
+    async with onebox_for(azure_cloud, settings_for(azure_cloud, ferretdb, tmp_path)) as (api, svc):
+        headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
+        inst = (await api.post("/v1/instances", json=azure_cloud.body(), headers=headers)).json()
+        done = await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"failed", "running"}, 120)
+        assert done["status"] == "running" and done["public_ip"], done
+        types = sorted(r["type"] for r in arm.find("onebox-instance-id", inst["id"]))
+        assert types == sorted(["Microsoft.Compute/virtualMachines", "Microsoft.Network/networkInterfaces",
+                                "Microsoft.Network/publicIPAddresses", "Microsoft.Compute/disks",
+                                "Microsoft.Network/networkSecurityGroups"]), types
+        for r in arm.find("onebox-instance-id", inst["id"]):
+            assert r["tags"]["managed-by"] == "onebox" and r["tags"]["onebox-owner"] == "alice"
+        await api.delete(f"/v1/instances/{inst['id']}", headers=headers)
+        await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"deleted"}, 120)
+        assert arm.find("onebox-instance-id", inst["id"]) == []
