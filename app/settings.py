@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         default="ansible", description="skip = no Ansible run; an event says it was skipped (development)"
     )
     configure_timeout_seconds: float = 900.0
+    ssh_endpoint_map: dict[str, str] = Field(
+        default={}, description='JSON {"<public ip>" or "*": "host:port"}: reach instances through another address '
+                                '(a bastion tunnel, or a local sshd standing in for a VM in tests)')
+    ssh_endpoint_kind: Literal["vm", "local"] = Field(
+        default="vm", description="what a mapped endpoint is: a VM, or a local-provider sshd standing in for one")
     goofys_url: str | None = Field(default=None, description="where to download goofys; unset = not installed")
     goofys_sha256: str | None = None
     goofys_buckets: list[GoofysBucket] = Field(default_factory=list, description="JSON list of {bucket, mountpoint, endpoint?}")

@@ -47,13 +47,23 @@ def fingerprint(known_hosts_line: str) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
+def ssh_endpoint(settings, doc: dict) -> tuple[str, int, str]:
+    """(host, port, kind) where Ansible reaches the instance; kind is "local" or "vm"."""
+    mapped = settings.ssh_endpoint_map.get(doc["public_ip"]) or settings.ssh_endpoint_map.get("*")
+    if mapped:
+        host, _, port = mapped.rpartition(":")
+        return host, int(port), settings.ssh_endpoint_kind
+    kind = "local" if doc["provider"] == "local" else "vm"
+    return doc["public_ip"], doc.get("ssh_port") or 22, kind
+
+
 async def configure_instance(ctx: JobContext) -> None:
     services, doc = ctx.services, ctx.doc
     settings = services.settings
     if settings.configure == "skip":
         await ctx.event("configure.skipped", "configuration skipped (ONEBOX_CONFIGURE=skip)", "configure")
         return
-    host, port = doc["public_ip"], doc.get("ssh_port") or 22
+    host, port, kind = ssh_endpoint(settings, doc)
     known = doc.get("ssh_host_keys")
     if not known:
         known = await scan_host_keys(host, port)
@@ -68,6 +78,7 @@ async def configure_instance(ctx: JobContext) -> None:
     extravars = {
         "onebox_instance_id": doc["_id"],
         "onebox_provider": doc["provider"],
+        "onebox_target_kind": kind,
         "onebox_ssh_user": doc["ssh_user"],
         "onebox_ssh_public_key": doc["ssh_public_key"],
         "onebox_sudo": True,
@@ -83,7 +94,7 @@ async def configure_instance(ctx: JobContext) -> None:
         "onebox_goofys_buckets": [b.model_dump(exclude_none=True) for b in settings.goofys_buckets],
     }
     target = PlaybookTarget(host=host, port=port, private_key=private_key, known_hosts=known,
-                            login=getpass.getuser() if doc["provider"] == "local" else doc["ssh_user"])
+                            login=getpass.getuser() if kind == "local" else doc["ssh_user"])
     loop = asyncio.get_running_loop()
     pending: list = []
 

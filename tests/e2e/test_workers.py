@@ -30,6 +30,7 @@ def worker_env(settings) -> dict[str, str]:
         "ONEBOX_POLL_SECONDS": "0.1",
         "ONEBOX_BACKOFF_BASE_SECONDS": "0.1",
         "ONEBOX_LOG_LEVEL": "WARNING",
+        "ONEBOX_CONFIGURE": settings.configure,
     })
     return env
 
