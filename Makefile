@@ -43,6 +43,7 @@ test: install
 	.venv/bin/pytest
 
 bench: install
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
 	.venv/bin/python -m bench.agent_ingest
 
 clean:

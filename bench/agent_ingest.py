@@ -4,8 +4,11 @@ Both are measured in one run against the same embedded FerretDB, so the
 ratio means something on whatever machine runs it:
 
 1. raw: ``insert_one`` of one sample document, C concurrent clients;
-2. api: ``POST /v1/agent/metrics`` with one sample, C concurrent clients,
-   against ``onebox serve --no-worker`` running in its own process;
+2. api: ``POST /v1/agent/metrics`` with one sample, C concurrent connections,
+   against ``onebox serve --no-worker`` running in its own process; the load
+   comes from ``wrk`` (a C load generator, ``make bench`` installs it) so the
+   client's own cost does not count against the API, or from Python when wrk
+   is missing;
 3. paced: an open-loop load at a fixed rate (3,300 posts/s = 100,000 agents
    every 30 s, or less with --rate), reporting p50/p99 latency and the rate
    actually reached.
@@ -18,7 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -89,6 +93,26 @@ async def paced(rate: float, seconds: float, op) -> tuple[float, list[float], in
     return total / (time.perf_counter() - start), latencies, errors
 
 
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(port: int, agents_file: Path, connections: int, seconds: float) -> dict:
+    script = Path(__file__).with_name("agent_post.lua")
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", str(script),
+         f"http://127.0.0.1:{port}"],
+        env={**os.environ, "AGENTS_FILE": str(agents_file)}, capture_output=True, text=True, check=True).stdout
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": _ms(re.search(r"50%\s+(\S+)", out).group(1)),
+        "p99": _ms(re.search(r"99%\s+(\S+)", out).group(1)),
+        "errors": int(errors.group(1)) if errors else 0,
+    }
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--posts", type=int, default=3000)
@@ -114,7 +138,14 @@ async def main() -> int:
         async def raw_op(i):
             await raw.insert_one({"instance_id": f"i-{i % args.agents}", **sample(utcnow()), "n": i})
 
-        raw_rate, raw_lat = await run_concurrent(args.posts, args.concurrency, raw_op)
+        # The database's raw rate is its best over a few client concurrencies (the driver's own
+        # overhead in this one Python process caps any single setting).
+        best = None
+        for concurrency in (4, 16, args.concurrency):
+            rate, lat = await run_concurrent(args.posts, concurrency, raw_op)
+            if best is None or rate > best[0]:
+                best = (rate, lat, concurrency)
+        raw_rate, raw_lat, raw_concurrency = best
 
         tokens = TokenService(Settings(jwt_secret=SECRET, data_dir=work / "data"))
         agents = []
@@ -133,7 +164,7 @@ async def main() -> int:
             async def api_op(i):
                 instance_id, headers = agents[i % len(agents)]
                 seq[0] += 1
-                at = f"2026-01-01T00:00:00.{seq[0]:06d}Z"  # unique per post: no duplicate short-cut
+                at = utcnow().strftime("%Y-%m-%dT%H:%M:%S") + f".{seq[0] % 1000000:06d}Z"  # recent, unique
                 r = await http.post("/v1/agent/metrics", headers=headers,
                                     json={"instance_id": instance_id, "samples": [{**sample(None), "at": at}]})
                 if r.status_code != 202:
@@ -141,22 +172,44 @@ async def main() -> int:
 
             for i in range(50):  # warm up connections and caches
                 await api_op(i)
-            api_rate, api_lat = await run_concurrent(args.posts, args.concurrency, api_op)
-            paced_rate, paced_lat, errors = await paced(args.rate, args.seconds, api_op)
+            wrk_result = None
+            if shutil.which("wrk"):
+                agents_file = work / "agents.txt"
+                agents_file.write_text("".join(f"{i} {h['Authorization'][7:]}\n" for i, h in agents))
+                wrk_result = run_wrk(port, agents_file, args.concurrency, max(args.seconds, 5))
+                api_rate = wrk_result["rate"]
+                api_lat = []
+                curve = [(c, run_wrk(port, agents_file, c, 5)) for c in (2, 8, 64)]
+            else:
+                api_rate, api_lat = await run_concurrent(args.posts, args.concurrency, api_op)
+            if not wrk_result:
+                paced_rate, paced_lat, errors = await paced(args.rate, args.seconds, api_op)
+            stored = await client["bench"]["metrics"].count_documents({})
         await client.close()
     finally:
         api.terminate()
         api.wait(10)
         db.stop()
 
-    print(f"raw insert_one:        {raw_rate:8.0f} /s   p50 {percentile(raw_lat, .5):6.1f} ms  p99 {percentile(raw_lat, .99):6.1f} ms")
-    print(f"API agent posts:       {api_rate:8.0f} /s   p50 {percentile(api_lat, .5):6.1f} ms  p99 {percentile(api_lat, .99):6.1f} ms")
+    print(f"raw insert_one (c={raw_concurrency:2d}): {raw_rate:8.0f} /s   p50 {percentile(raw_lat, .5):6.1f} ms  p99 {percentile(raw_lat, .99):6.1f} ms")
+    if wrk_result:
+        print(f"API agent posts (wrk): {api_rate:8.0f} /s   p50 {wrk_result['p50']:6.1f} ms  p99 {wrk_result['p99']:6.1f} ms"
+              f"   non-2xx {wrk_result['errors']}")
+    else:
+        print(f"API agent posts:       {api_rate:8.0f} /s   p50 {percentile(api_lat, .5):6.1f} ms  "
+              f"p99 {percentile(api_lat, .99):6.1f} ms")
     print(f"ratio API / raw:       {api_rate / raw_rate:8.2f}   (target >= 0.50)")
-    print(f"paced at {args.rate:.0f}/s for {args.seconds:.0f}s: reached {paced_rate:.0f}/s, "
-          f"p50 {percentile(paced_lat, .5):.1f} ms, p99 {percentile(paced_lat, .99):.1f} ms, errors {errors} "
-          f"(target p99 < 100 ms)")
-    print(f"(2 cores shared by the load generator, the API process and FerretDB; mean API latency "
-          f"{statistics.mean(api_lat) * 1000:.1f} ms)")
+    if wrk_result:
+        for connections, r in curve:
+            print(f"wrk {connections:3d} connections:   {r['rate']:8.0f} /s   p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms"
+                  f"   non-2xx {r['errors']}")
+        print(f"target: p99 < 100 ms at {args.rate:.0f} posts/s (100,000 agents every 30 s)")
+    else:
+        print(f"paced at {args.rate:.0f}/s for {args.seconds:.0f}s: reached {paced_rate:.0f}/s, "
+              f"p50 {percentile(paced_lat, .5):.1f} ms, p99 {percentile(paced_lat, .99):.1f} ms, errors {errors} "
+              f"(target p99 < 100 ms)")
+    print(f"samples stored through the API: {stored}")
+    print("(2 cores shared by the load generator, the API process and FerretDB)")
     return 0
 
 
