@@ -13,16 +13,21 @@ vars that the roles hand to modules as parameters.
 
 from __future__ import annotations
 
-import json
+import contextlib
+import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from app.logs import scrub
 from app.settings import REPO_ROOT
 
 PLAYBOOK = REPO_ROOT / "playbooks" / "configure.yml"
+# Our environment's ansible-playbook comes first, whatever PATH the service was started with.
+VENV_BIN = str(Path(sys.executable).parent)
 BOOTSTRAP_RESULT_TASK = "bootstrap result"
 BOOTSTRAP_EXIT_TASK = "bootstrap exit code"
 MAX_EVENT_OUTPUT = 4096
@@ -99,6 +104,7 @@ def run_playbook(
             "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
             "ANSIBLE_ROLES_PATH": str(PLAYBOOK.parent / "roles"),
             "ANSIBLE_TIMEOUT": "30",
+            "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
         }
         result = PlaybookResult(status="unknown", rc=-1)
 
@@ -143,6 +149,11 @@ def run_playbook(
         )
         shutil.rmtree(control_dir, ignore_errors=True)
         result.status, result.rc = runner.status, runner.rc
+        if result.status != "successful" and result.failed_task is None:
+            # Failed before any task (a syntax error, a missing interpreter): the end of the output says why.
+            with contextlib.suppress(Exception):
+                tail = [l for l in runner.stdout.read().splitlines() if l.strip()][-6:]
+                result.failed_task, result.failed_message = "ansible-playbook", scrub(" | ".join(tail))[-1500:]
         stats = runner.stats or {}
         result.stats = stats
         result.changed = sum((stats.get("changed") or {}).values())
