@@ -89,6 +89,15 @@ def _find_binary(*candidates: str) -> str | None:
     return None
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a killed session's process may wait a while to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 @dataclass(frozen=True)
 class LocalConfig:
     root: Path  # where instances and snapshots live
@@ -335,18 +344,39 @@ class LocalProvider:
         if inst.exists() or self._marked_pids(ref.instance_id):
             raise ProviderError(f"local instance {ref.instance_id} is not gone yet", retryable=True)
 
+    @staticmethod
+    def _descendants(roots: list[int]) -> list[int]:
+        """roots and every process below them (sshd's per-connection processes carry no marker)."""
+        children: dict[int, list[int]] = {}
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    with open(f"/proc/{entry.name}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                children.setdefault(ppid, []).append(int(entry.name))
+        found, todo = [], list(roots)
+        while todo:
+            pid = todo.pop()
+            if pid not in found:
+                found.append(pid)
+                todo.extend(children.get(pid, []))
+        return found
+
     def _stop_processes(self, instance_id: str, grace: float = 3.0) -> None:
-        pids = self._marked_pids(instance_id)
+        pids = self._descendants(self._marked_pids(instance_id))
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, sig)
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline:
-                pids = self._marked_pids(instance_id)
-                if not pids:
+                remaining = [p for p in pids if _running(p)]
+                if not remaining:
                     return
                 time.sleep(0.05)
+            pids = remaining
 
     # --- snapshots -----------------------------------------------------------
     def _snapshot_paths(self, snapshot_id: str) -> tuple[Path, Path]:

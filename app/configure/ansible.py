@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -53,6 +54,30 @@ class PlaybookResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+def unsafe(value: Any) -> Any:
+    """Mark every string as data Ansible must never template.
+
+    ansible-core 2.19 trusts the extra-vars file ansible-runner writes, so a
+    ``{{ ... }}`` in any value (an SSH key's comment, say) would run on this
+    host. Wrapped as ``{"__ansible_unsafe": ...}`` it stays a plain string.
+    """
+    if isinstance(value, str):
+        return {"__ansible_unsafe": value}
+    if isinstance(value, dict):
+        return {k: unsafe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [unsafe(v) for v in value]
+    return value
+
+
+def _close_control_masters(control_dir: Path) -> None:
+    """End the SSH connections Ansible kept open, so no session lingers on the instance."""
+    for sock in control_dir.iterdir():
+        with contextlib.suppress(Exception):
+            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "onebox"],
+                           capture_output=True, timeout=10)
+
+
 def _result_message(res: dict[str, Any]) -> str:
     for key in ("msg", "stderr", "stdout", "module_stderr", "reason"):
         value = res.get(key)
@@ -79,7 +104,7 @@ def run_playbook(
         known_hosts = private_dir / "known_hosts"
         known_hosts.write_text("".join(line.strip() + "\n" for line in target.known_hosts))
         extravars = dict(extravars)
-        extravars["onebox_bootstrap_file"] = ""
+        extravars["onebox_bootstrap_file"] = ""  # our own path, not user input
         if bootstrap_script is not None:
             script = private_dir / "bootstrap.sh"
             script.write_text(bootstrap_script)  # data, never a template
@@ -140,13 +165,14 @@ def run_playbook(
             private_data_dir=str(private_dir),
             playbook=str(PLAYBOOK),
             inventory=inventory,
-            extravars=extravars,
+            extravars=unsafe(extravars),
             envvars=envvars,
             event_handler=handler,
             timeout=int(timeout),
             quiet=True,
             json_mode=False,
         )
+        _close_control_masters(control_dir)
         shutil.rmtree(control_dir, ignore_errors=True)
         result.status, result.rc = runner.status, runner.rc
         if result.status != "successful" and result.failed_task is None:

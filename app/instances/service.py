@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any
 
+from app import quotas
 from app.auth.tokens import Principal
 from app.clock import utcnow
 from app.cloud import UnknownProvider
@@ -69,7 +70,8 @@ class InstanceService:
         return await self.services.events.list(instance_id)
 
     # --- creating --------------------------------------------------------------
-    async def _check_placement(self, body: InstanceCreate) -> None:
+    async def _check_placement(self, body: InstanceCreate) -> int:
+        """Validate provider, region, zone, machine type and image; return the machine type's vCPUs."""
         registry = self.services.providers
         try:
             provider = registry.get(body.provider)
@@ -94,6 +96,7 @@ class InstanceService:
             if not pattern or not re.fullmatch(pattern, body.image):
                 raise field_problem("image", f"unknown image '{body.image}'; use one of {', '.join(catalog.images)}"
                                     + (" or a native image id" if pattern else ""))
+        return region.machine_types[body.machine_type].vcpus
 
     async def _check_snapshot(self, principal: Principal, body: InstanceCreate) -> None:
         if body.snapshot_id is None:
@@ -110,7 +113,7 @@ class InstanceService:
 
     async def create(self, principal: Principal, body: InstanceCreate,
                      idempotency_key: str | None) -> dict[str, Any]:
-        await self._check_placement(body)
+        vcpus = await self._check_placement(body)
         await self._check_snapshot(principal, body)
         instance_id = new_instance_id()
         if idempotency_key is not None:
@@ -134,11 +137,14 @@ class InstanceService:
             "updated_at": now,
             "job": new_job("provision", now),
         }
+        await quotas.acquire(self.db, self.services.settings, principal.subject, instance_id,
+                             {"max_instances": 1, "max_vcpus": vcpus})
         try:
             await self.db.instances.insert_one(doc)
         except Exception as exc:
             if is_duplicate_key(exc):  # a concurrent replay of the same idempotency key won
                 return await self.db.instances.find_one({"_id": instance_id})
+            await quotas.release(self.db, instance_id)
             raise
         await self.services.events.add(instance_id, "created", f"queued {body.provider} instance in {body.region}")
         return doc
@@ -188,6 +194,7 @@ async def request_delete(services: Services, collection: str, doc: dict[str, Any
             raise
         raise Problem(409, "already_deleting", f"{kind.capitalize()} is being deleted",
                       f"a delete of {kind} {doc['_id']} is already under way", current_status=status) from None
+    services.agent_auth_cache.forget(doc["_id"])  # its agent's token stops working now (other processes: ≤ 2 s)
     await services.events.add(doc.get("instance_id") or doc["_id"], "delete.requested",
                               f"delete of {kind} {doc['_id']} requested while {status}", step="delete")
     return doc

@@ -1,0 +1,145 @@
+"""Configuration end to end on the local provider: a real Ansible run over SSH, and a real agent
+posting metrics over HTTP to a real onebox server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+
+import httpx
+import pytest
+
+from providers.local import LocalConfig, LocalProvider
+from tests.api.helpers import instance_body, wait_status
+from tests.conftest import make_settings
+from tests.support import free_port
+
+pytestmark = pytest.mark.asyncio
+
+VERBATIM = "{{ not_a_var }} {% raw %} $HOME"
+BOOTSTRAP = "#!/bin/sh\nprintf '%s\\n' '" + VERBATIM + "' > \"$HOME/boot.txt\"\necho bootstrap-ran\n"
+
+
+@contextlib.asynccontextmanager
+async def served_app(settings):
+    """onebox on a real port (agents post to it over HTTP) with a worker, torn down with its instances."""
+    import uvicorn
+
+    from app.main import create_app
+    from app.services import Services
+    from app.worker.runner import Worker
+    from tests.conftest import _remove_local_instances
+
+    svc = Services.build(settings)
+    await svc.db.ensure_indexes()
+    port = int(settings.public_url.rsplit(":", 1)[1])
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, svc), host="127.0.0.1", port=port,
+                                           lifespan="off", log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    stop = asyncio.Event()
+    working = asyncio.create_task(Worker(svc).run(stop))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        async with httpx.AsyncClient(base_url=settings.public_url, timeout=30) as client:
+            yield client, svc
+    finally:
+        stop.set()
+        await working
+        server.should_exit = True
+        await serving
+        await svc.close()
+        _remove_local_instances(settings.data_dir)
+
+
+def configured_settings(ferretdb, tmp_path, **overrides):
+    return make_settings(ferretdb, tmp_path / "data", configure="ansible", agent_interval_seconds=2,
+                         public_url=f"http://127.0.0.1:{free_port()}", configure_timeout_seconds=300, **overrides)
+
+
+def pid_alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting for its (reparented) parent to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_configure_then_agent_reports_then_delete_stops_it(ferretdb, tmp_path, ssh_keypair):
+    settings = configured_settings(ferretdb, tmp_path)
+    canary = tmp_path / "templated"
+    # A key comment is user text too: it must reach the instance verbatim, never evaluated by Ansible.
+    key = " ".join(ssh_keypair.public.split()[:2]) + " {{ lookup('pipe', 'touch " + str(canary) + "') }}"
+    async with served_app(settings) as (api, svc):
+        headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
+        created = await api.post("/v1/instances", json=instance_body(key, bootstrap_script=BOOTSTRAP),
+                                 headers=headers)
+        assert created.status_code == 202, created.text
+        path = f"/v1/instances/{created.json()['id']}"
+        seen = set()
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            inst = (await api.get(path, headers=headers)).json()
+            seen.add(inst["status"])
+            if inst["status"] in ("running", "failed"):
+                break
+            await asyncio.sleep(0.1)
+        assert inst["status"] == "running", (inst, (await api.get(path + "/events", headers=headers)).json()[-8:])
+        events = (await api.get(path + "/events", headers=headers)).json()
+        assert any(e["type"] == "status" and e["message"] == "provisioning → configuring" for e in events)
+        tasks = [e for e in events if e["type"] == "ansible.task"]
+        assert len(tasks) >= 5, "the Ansible tasks show up as events"
+        assert any(e["type"] == "ssh.host_key" and "SHA256:" in e["message"] for e in events)
+        assert any(e["type"] == "bootstrap.exit" and e["message"].endswith(" 0") for e in events), events
+        assert any(e["type"] == "bootstrap.output" and "bootstrap-ran" in e["message"] for e in events)
+        assert any(e["type"] == "ansible.task" and "goofys skipped" in e["message"] for e in events)
+
+        # The user's script ran verbatim: no templating of {{ }} or {% %}.
+        assert ssh_keypair.run(inst["public_ip"], 2222, "cat ~/boot.txt").stdout == VERBATIM + "\n"
+        assert key in ssh_keypair.run(inst["public_ip"], 2222, "cat ~/.ssh/authorized_keys").stdout
+        assert not canary.exists(), "a template in user input was evaluated"
+
+        # The real agent process reports within 40 s, with real CPU and memory values.
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            health = (await api.get(path, headers=headers)).json()["health"]
+            if health["state"] == "healthy":
+                break
+            await asyncio.sleep(0.5)
+        assert health["state"] == "healthy", health
+        assert health["cpu_percent"] is not None and 0 < health["memory_percent"] < 100
+        series = (await api.get(path + "/metrics", headers=headers)).json()["items"]
+        assert series and series[-1]["uptime_seconds"] > 0
+
+        disk = LocalProvider(LocalConfig(root=settings.data_dir / "local")).instances_dir / inst["id"] / "disk"
+        config = disk / "opt" / "onebox-agent" / "onebox-agent.json"
+        assert oct(config.stat().st_mode & 0o777) == "0o600"
+        token = json.loads(config.read_text())["token"]
+        everything = json.dumps((await api.get(path + "/events", headers=headers)).json()) + json.dumps(inst)
+        assert token not in everything, "the agent token appears in no response or event"
+        pid = int((disk / "run" / "onebox-agent.pid").read_text())
+        assert pid_alive(pid)
+
+        assert (await api.delete(path, headers=headers)).status_code == 202
+        await wait_status(api, path, headers, {"deleted"}, 60)
+        assert not pid_alive(pid), "the agent process is gone with its instance"
+        refused = await api.post("/v1/agent/metrics", headers={"Authorization": f"Bearer {token}"},
+                                 json={"instance_id": inst["id"], "samples": [{"at": "2026-01-01T00:00:00Z"}]})
+        assert refused.status_code == 401
+
+
+async def test_failing_bootstrap_fails_the_instance_and_cleans_up(ferretdb, tmp_path, ssh_keypair):
+    settings = configured_settings(ferretdb, tmp_path)
+    async with served_app(settings) as (api, svc):
+        headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
+        body = instance_body(ssh_keypair.public, bootstrap_script="#!/bin/sh\necho about to fail\nexit 3\n")
+        inst = (await api.post("/v1/instances", json=body, headers=headers)).json()
+        done = await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"running", "failed"}, 240)
+        assert done["status"] == "failed"
+        assert done["error"]["step"] == "configure" and done["error"]["code"] == "configure_failed"
+        assert "bootstrap exit code" in done["error"]["message"]
+        local = LocalProvider(LocalConfig(root=settings.data_dir / "local"))
+        assert local._marked_pids(inst["id"]) == [] and local.list_managed() == []
