@@ -55,6 +55,10 @@ class Database:
         self.claims = self.db["claims"]
         self.delete_requests = self.db["delete_requests"]
         self.metrics = self.db["metrics"]
+        self.quotas = self.db["quotas"]
+        self.quota_slots = self.db["quota_slots"]
+        self.rate_limits = self.db["rate_limits"]
+        self.audit = self.db["audit"]
 
     async def ensure_indexes(self) -> None:
         await self.instances.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
@@ -65,6 +69,9 @@ class Database:
         await self.events.create_index([("instance_id", ASCENDING), ("at", ASCENDING)])
         await self.metrics.create_index([("instance_id", ASCENDING), ("at", ASCENDING)], unique=True)
         await self.metrics.create_index([("at", ASCENDING)])
+        await self.quota_slots.create_index([("owner", ASCENDING), ("kind", ASCENDING)])
+        await self.quota_slots.create_index([("holder", ASCENDING)])
+        await self.audit.create_index([("at", DESCENDING)])
         await self.idempotency.create_index([("owner", ASCENDING), ("key", ASCENDING)], unique=True)
 
     async def ping(self, timeout: float = 2.0) -> bool:

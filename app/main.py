@@ -12,7 +12,7 @@ import logging
 
 from fastapi import FastAPI
 
-from app.api import agent, health, instances, snapshots
+from app.api import admin, agent, health, instances, snapshots
 from app.problems import Problem, install, problem_response
 from app.services import Services
 from app.settings import Settings, get_settings
@@ -106,5 +106,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(instances.router)
     app.include_router(snapshots.router)
     app.include_router(agent.router)
+    app.include_router(admin.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     return app

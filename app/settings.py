@@ -20,6 +20,20 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MIN_HS256_SECRET_BYTES = 32
 
 
+class JwtKey(BaseModel):
+    """One verification key: pinned to one algorithm."""
+
+    alg: Literal["HS256", "RS256", "ES256"]
+    secret: SecretStr | None = None  # HS256
+    public_key: str | None = None  # RS256/ES256, PEM
+
+
+class QuotaLimits(BaseModel):
+    max_instances: int | None = Field(default=None, ge=0)
+    max_vcpus: int | None = Field(default=None, ge=0)
+    max_snapshots: int | None = Field(default=None, ge=0)
+
+
 class GoofysBucket(BaseModel):
     bucket: str
     mountpoint: str
@@ -48,9 +62,20 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = Field(default=None, description="HS256 secret; unset = generated under data_dir")
     jwt_public_key: str | None = Field(default=None, description="PEM, for RS256/ES256")
     jwt_private_key: SecretStr | None = Field(default=None, description="PEM, only to mint tokens with RS256/ES256")
+    jwt_keys: dict[str, JwtKey] = Field(
+        default={}, description='JSON {"<kid>": {"alg": ..., "secret" or "public_key": ...}}: several active keys, '
+                                'selected by the token\'s kid (rotation); unset = the single key above')
+    jwt_signing_kid: str | None = Field(default=None, description="which of jwt_keys `onebox token` signs with")
     jwt_issuer: str = "onebox"
     jwt_audience: str = "onebox"
     jwt_leeway_seconds: int = 30
+
+    # --- quotas and limits --------------------------------------------------
+    quota_max_instances: int = Field(default=10, ge=0, description="live instances per user")
+    quota_max_vcpus: int = Field(default=64, ge=0, description="vCPUs of live instances per user")
+    quota_max_snapshots: int = Field(default=20, ge=0, description="snapshots per user")
+    quota_overrides: dict[str, QuotaLimits] = Field(default={}, description='JSON {"<user>": {"max_instances": 50}}')
+    rate_limit_per_minute: int = Field(default=600, ge=1, description="requests per user per minute, all processes")
 
     # --- agents and metrics ----------------------------------------------
     agent_interval_seconds: int = Field(default=30, ge=1, le=3600, description="how often agents report")

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Response
 
 from app.api.deps import PROBLEM_RESPONSES, Instances
+from app.audit import Audit
 from app.auth.deps import CurrentUser
 from app.instances.models import Event, InstanceCreate, InstanceList, InstancePublic
 
@@ -23,10 +24,12 @@ async def create_instance(
     user: CurrentUser,
     instances: Instances,
     response: Response,
+    audit: Audit,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
 ) -> InstancePublic:
     """Ask for an instance. It is stored and queued; a worker provisions it. Watch `status` and the events."""
     doc = await instances.create(user, body, idempotency_key)
+    await audit.record("instance.create", "instance", doc["_id"], provider=body.provider, region=body.region)
     response.headers["Location"] = f"/v1/instances/{doc['_id']}"
     return InstancePublic.from_doc(doc)
 
@@ -56,9 +59,11 @@ async def get_instance(instance_id: str, user: CurrentUser, instances: Instances
 
 @router.delete("/{instance_id}", status_code=202, response_model=InstancePublic,
                responses={409: {"description": "already deleting or deleted; `current_status` says which"}})
-async def delete_instance(instance_id: str, user: CurrentUser, instances: Instances) -> InstancePublic:
+async def delete_instance(instance_id: str, user: CurrentUser, instances: Instances, audit: Audit) -> InstancePublic:
     """Delete the instance in its cloud. Status goes `deleting`, then `deleted`; the record is kept."""
-    return InstancePublic.from_doc(await instances.delete(user, instance_id))
+    doc = await instances.delete(user, instance_id)
+    await audit.record("instance.delete", "instance", instance_id, owner=doc["owner"])
+    return InstancePublic.from_doc(doc)
 
 
 @router.get("/{instance_id}/events", response_model=list[Event])

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from app.api.deps import PROBLEM_RESPONSES, Snapshots
+from app.audit import Audit
 from app.auth.deps import CurrentUser
 from app.snapshots.models import SnapshotCreate, SnapshotList, SnapshotPublic
 
@@ -16,9 +17,11 @@ router = APIRouter(tags=["snapshots"], responses=PROBLEM_RESPONSES)
 @router.post("/v1/instances/{instance_id}/snapshots", status_code=202, response_model=SnapshotPublic,
              responses={409: {"description": "the instance is not running"}})
 async def create_snapshot(instance_id: str, body: SnapshotCreate, user: CurrentUser,
-                          snapshots: Snapshots) -> SnapshotPublic:
+                          snapshots: Snapshots, audit: Audit) -> SnapshotPublic:
     """Snapshot the instance's root disk. New instances can start from it once it is `available`."""
-    return SnapshotPublic.from_doc(await snapshots.create(user, instance_id, body))
+    doc = await snapshots.create(user, instance_id, body)
+    await audit.record("snapshot.create", "snapshot", doc["_id"], instance_id=instance_id)
+    return SnapshotPublic.from_doc(doc)
 
 
 @router.get("/v1/snapshots", response_model=SnapshotList)
@@ -27,10 +30,12 @@ async def list_snapshots(
     snapshots: Snapshots,
     status: Literal["creating", "available", "failed", "deleting", "deleted"] | None = None,
     instance_id: Annotated[str | None, Query(max_length=64)] = None,
+    owner: Annotated[str | None, Query(max_length=200, description="admins only: one user's snapshots")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> SnapshotList:
-    docs, next_cursor = await snapshots.list(user, status=status, instance_id=instance_id, limit=limit, cursor=cursor)
+    docs, next_cursor = await snapshots.list(user, status=status, instance_id=instance_id, limit=limit, cursor=cursor,
+                                             owner=owner)
     return SnapshotList(items=[SnapshotPublic.from_doc(d) for d in docs], next_cursor=next_cursor)
 
 
@@ -41,5 +46,7 @@ async def get_snapshot(snapshot_id: str, user: CurrentUser, snapshots: Snapshots
 
 @router.delete("/v1/snapshots/{snapshot_id}", status_code=202, response_model=SnapshotPublic,
                responses={409: {"description": "the snapshot is being created or already deleted"}})
-async def delete_snapshot(snapshot_id: str, user: CurrentUser, snapshots: Snapshots) -> SnapshotPublic:
-    return SnapshotPublic.from_doc(await snapshots.delete(user, snapshot_id))
+async def delete_snapshot(snapshot_id: str, user: CurrentUser, snapshots: Snapshots, audit: Audit) -> SnapshotPublic:
+    doc = await snapshots.delete(user, snapshot_id)
+    await audit.record("snapshot.delete", "snapshot", snapshot_id, owner=doc["owner"])
+    return SnapshotPublic.from_doc(doc)

@@ -22,14 +22,28 @@ async def current_user(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized("a Bearer token is required")
+    services = request.app.state.services
     try:
-        return request.app.state.services.tokens.verify_user(credentials.credentials)
+        principal = services.tokens.verify_user(credentials.credentials)
     except InvalidToken:
-        # The reason stays in our logs' absence on purpose: it would help an attacker tune a forgery.
+        # The reason is not told on purpose: it would help an attacker tune a forgery.
         raise _unauthorized("the token is invalid or expired") from None
+    from app.ratelimit import check_rate
+
+    await check_rate(services, principal.subject)
+    return principal
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+async def admin_user(user: CurrentUser) -> Principal:
+    if not user.is_admin:
+        raise Problem(403, "forbidden", "Forbidden", "this route is for admins")
+    return user
+
+
+AdminUser = Annotated[Principal, Depends(admin_user)]
 
 
 async def current_agent(

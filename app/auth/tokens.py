@@ -16,7 +16,7 @@ from typing import Any
 import jwt
 
 from app.clock import utcnow
-from app.settings import Settings
+from app.settings import MIN_HS256_SECRET_BYTES, Settings
 
 USER_TOKEN_TYPE = "user"
 AGENT_TOKEN_TYPE = "agent"
@@ -53,19 +53,83 @@ def hash_jti(jti: str) -> str:
     return hashlib.sha256(jti.encode()).hexdigest()
 
 
+@dataclasses.dataclass(frozen=True)
+class VerifyKey:
+    """One key of the ring: its id, the one algorithm it may be used with, the key itself."""
+
+    kid: str
+    algorithm: str
+    key: Any
+
+
+DEFAULT_KID = "default"
+
+
+def _checked_secret(kid: str, secret: bytes) -> bytes:
+    if len(secret) < MIN_HS256_SECRET_BYTES:
+        raise ValueError(f"the HS256 secret of key '{kid}' is {len(secret)} bytes; at least"
+                         f" {MIN_HS256_SECRET_BYTES} are required")
+    return secret
+
+
 class TokenService:
+    """Mints and verifies tokens against a ring of keys selected by ``kid``.
+
+    Each key is pinned to one algorithm. A token naming a ``kid`` outside the
+    configured allowlist is refused; the ``kid`` is only ever a dictionary key
+    here, never a path, URL or query. Several keys may be active at once, so a
+    key can be rotated in before the old one is removed.
+    """
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.algorithm = settings.jwt_algorithm
-        if self.algorithm == "HS256":
-            secret = settings.hs256_secret()
-            self._verify_key: Any = secret
-            self._sign_key: Any = secret
+        self.keys: dict[str, VerifyKey] = {}
+        self._sign_key: Any = None
+        if settings.jwt_keys:
+            for kid, spec in settings.jwt_keys.items():
+                if spec.alg == "HS256":
+                    if spec.secret is None:
+                        raise ValueError(f"key '{kid}' (HS256) needs a secret")
+                    material: Any = _checked_secret(kid, spec.secret.get_secret_value().encode())
+                else:
+                    if not spec.public_key:
+                        raise ValueError(f"key '{kid}' ({spec.alg}) needs a public_key")
+                    material = spec.public_key
+                self.keys[kid] = VerifyKey(kid, spec.alg, material)
+            self.signing_kid = settings.jwt_signing_kid or next(iter(settings.jwt_keys))
+            if self.signing_kid not in self.keys:
+                raise ValueError(f"ONEBOX_JWT_SIGNING_KID '{self.signing_kid}' is not one of ONEBOX_JWT_KEYS")
         else:
-            if not settings.jwt_public_key:
-                raise ValueError(f"ONEBOX_JWT_PUBLIC_KEY is required for {self.algorithm}")
-            self._verify_key = settings.jwt_public_key
-            self._sign_key = settings.jwt_private_key.get_secret_value() if settings.jwt_private_key else None
+            self.signing_kid = DEFAULT_KID
+            if settings.jwt_algorithm == "HS256":
+                material = settings.hs256_secret()
+            else:
+                if not settings.jwt_public_key:
+                    raise ValueError(f"ONEBOX_JWT_PUBLIC_KEY is required for {settings.jwt_algorithm}")
+                material = settings.jwt_public_key
+            self.keys[DEFAULT_KID] = VerifyKey(DEFAULT_KID, settings.jwt_algorithm, material)
+        signing = self.keys[self.signing_kid]
+        self.algorithm = signing.algorithm
+        if signing.algorithm == "HS256":
+            self._sign_key = signing.key
+        elif settings.jwt_private_key is not None:
+            self._sign_key = settings.jwt_private_key.get_secret_value()
+
+    def _key_for(self, token: str) -> VerifyKey:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(str(exc)) from None
+        if "crit" in header:
+            raise InvalidToken("critical header extensions are not supported")
+        kid = header.get("kid")
+        if kid is None:
+            if self.settings.jwt_keys or len(self.keys) != 1:
+                raise InvalidToken("a kid is required")
+            return next(iter(self.keys.values()))
+        if not isinstance(kid, str) or kid not in self.keys:
+            raise InvalidToken("unknown kid")
+        return self.keys[kid]
 
     def mint(self, subject: str, *, role: str = ROLE_USER, ttl: dt.timedelta = dt.timedelta(hours=1),
              typ: str = USER_TOKEN_TYPE, audience: str | None = None, extra: dict[str, Any] | None = None) -> str:
@@ -83,14 +147,15 @@ class TokenService:
             "role": role,
         }
         claims.update(extra or {})
-        return jwt.encode(claims, self._sign_key, algorithm=self.algorithm)
+        return jwt.encode(claims, self._sign_key, algorithm=self.algorithm, headers={"kid": self.signing_kid})
 
     def decode(self, token: str, *, typ: str = USER_TOKEN_TYPE, audience: str | None = None) -> dict[str, Any]:
+        key = self._key_for(token)
         try:
             claims = jwt.decode(
                 token,
-                self._verify_key,
-                algorithms=[self.algorithm],
+                key.key,
+                algorithms=[key.algorithm],
                 audience=audience or self.settings.jwt_audience,
                 issuer=self.settings.jwt_issuer,
                 leeway=self.settings.jwt_leeway_seconds,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app import quotas
 from app.clock import utcnow
 from app.lifecycle.engine import JobContext
 from app.lifecycle.specs import instance_ref, instance_spec
@@ -78,6 +79,7 @@ class ProvisionJob:
 
     async def fail(self, ctx: JobContext, failure: dict[str, Any]) -> None:
         await ctx.transition(S.FAILED, {"job": None, "error": failure, "public_ip": None, "private_ip": None})
+        await quotas.release(ctx.services.db, ctx.doc["_id"])  # nothing runs any more: it no longer counts
 
 
 class DeleteInstanceJob:
@@ -99,6 +101,7 @@ class DeleteInstanceJob:
 
     async def succeed(self, ctx: JobContext) -> bool:
         await ctx.transition(S.DELETED, {"job": None, "deleted_at": utcnow(), "agent_jti_hash": None})
+        await quotas.release(ctx.services.db, ctx.doc["_id"])
         return True
 
     async def cleanup(self, ctx: JobContext) -> None:  # pragma: no cover - deletes never fail for good

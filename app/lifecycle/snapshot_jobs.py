@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app import quotas
 from app.clock import utcnow
 from app.lifecycle.engine import JobContext
 from app.lifecycle.specs import instance_ref, snapshot_ref
@@ -48,6 +49,7 @@ class CreateSnapshotJob:
 
     async def fail(self, ctx: JobContext, failure: dict[str, Any]) -> None:
         await ctx.transition(S.FAILED, {"job": None, "error": failure})
+        await quotas.release(ctx.services.db, ctx.doc["_id"])
 
 
 class DeleteSnapshotJob:
@@ -67,6 +69,7 @@ class DeleteSnapshotJob:
 
     async def succeed(self, ctx: JobContext) -> bool:
         await ctx.transition(S.DELETED, {"job": None, "deleted_at": utcnow()})
+        await quotas.release(ctx.services.db, ctx.doc["_id"])
         return True
 
     async def cleanup(self, ctx: JobContext) -> None:  # pragma: no cover

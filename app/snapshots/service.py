@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app import quotas
 from app.auth.tokens import Principal
 from app.clock import utcnow
 from app.ids import new_snapshot_id
@@ -30,8 +31,10 @@ class SnapshotService:
         return doc
 
     async def list(self, principal: Principal, *, status: str | None, instance_id: str | None, limit: int,
-                   cursor: str | None) -> tuple[list[dict], str | None]:
+                   cursor: str | None, owner: str | None = None) -> tuple[list[dict], str | None]:
         query: dict[str, Any] = owner_filter(principal)
+        if owner and principal.is_admin:
+            query["owner"] = owner
         query["status"] = status if status else {"$ne": S.DELETED}
         if instance_id:
             query["instance_id"] = instance_id
@@ -59,7 +62,12 @@ class SnapshotService:
             "updated_at": now,
             "job": new_job("create", now),
         }
-        await self.db.snapshots.insert_one(doc)
+        await quotas.acquire(self.db, self.services.settings, instance["owner"], doc["_id"], {"max_snapshots": 1})
+        try:
+            await self.db.snapshots.insert_one(doc)
+        except Exception:
+            await quotas.release(self.db, doc["_id"])
+            raise
         await self.services.events.add(instance_id, "snapshot.requested", f"snapshot {doc['_id']} ({body.name}) queued",
                                        step="snapshot")
         return doc

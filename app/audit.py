@@ -1,0 +1,36 @@
+"""The audit log: who created, deleted or snapshotted what, when, and from where.
+
+Kept in its own collection (insert-only) and readable by admins
+(``GET /v1/admin/audit``). It records ids and actions, never request bodies,
+so no secret can reach it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.auth.deps import CurrentUser
+from app.auth.tokens import Principal
+from app.clock import utcnow
+
+
+class AuditLog:
+    def __init__(self, request: Request, principal: Principal) -> None:
+        self.collection = request.app.state.services.db.audit
+        self.principal = principal
+        self.address = request.client.host if request.client else None
+
+    async def record(self, action: str, target_type: str, target_id: str, **detail: str) -> None:
+        await self.collection.insert_one({
+            "at": utcnow(), "actor": self.principal.subject, "role": self.principal.role, "action": action,
+            "target_type": target_type, "target_id": target_id, "address": self.address, "detail": detail or None,
+        })
+
+
+async def audit_log(request: Request, user: CurrentUser) -> AuditLog:
+    return AuditLog(request, user)
+
+
+Audit = Annotated[AuditLog, Depends(audit_log)]

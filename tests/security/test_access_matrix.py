@@ -1,0 +1,119 @@
+"""Every route × every kind of caller, built from the app's own route table.
+
+Callers: the owner, another user, an admin, the agent of the instance, the
+agent of another instance, and anonymous. Each cell's expected status comes
+from the route's kind (user, admin, agent, public). A route added later is
+covered automatically; one whose kind this table does not know fails the test.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from app.clock import utcnow
+from app.ids import new_instance_id, new_snapshot_id
+from app.main import create_app
+
+pytestmark = pytest.mark.asyncio
+
+CALLERS = ["owner", "other", "admin", "agent_own", "agent_other", "anonymous"]
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVh9k3YgCz0m3b0nB2H0q8q3oH9u3Xl0VvS1r7Jm1xY alice@laptop"
+
+
+def user_routes() -> list[tuple[str, str]]:
+    """Every /v1 operation the app publishes (its OpenAPI document is generated from the route table)."""
+    paths = create_app().openapi()["paths"]
+    routes = [(method.upper(), path) for path, ops in paths.items() if path.startswith("/v1") for method in ops]
+    assert len(routes) >= 12, routes
+    return sorted(routes)
+
+
+def kind_of(path: str) -> str:
+    if path.startswith("/v1/admin"):
+        return "admin"
+    if path.startswith("/v1/agent"):
+        return "agent"
+    return "user"
+
+
+def owns_a_resource(path: str) -> bool:
+    return "{instance_id}" in path or "{snapshot_id}" in path
+
+
+async def make_world(services):
+    now = utcnow()
+    ids = {}
+    for who in ("own", "other"):
+        instance_id = new_instance_id()
+        token, jti_hash = services.tokens.mint_agent(instance_id)
+        await services.db.instances.insert_one({
+            "_id": instance_id, "owner": "alice" if who == "own" else "carol", "name": "box", "provider": "local",
+            "region": "local", "zone": None, "machine_type": "local", "image": None, "snapshot_id": None,
+            "disk_gb": 20, "ssh_user": "alice", "ssh_public_key": SSH_KEY, "labels": {}, "status": "running",
+            "error": None, "created_at": now, "updated_at": now, "job": None, "agent_jti_hash": jti_hash})
+        ids[who] = (instance_id, token)
+    snapshot_id = new_snapshot_id()
+    await services.db.snapshots.insert_one({
+        "_id": snapshot_id, "instance_id": ids["own"][0], "owner": "alice", "name": "s", "provider": "local",
+        "region": "local", "status": "available", "cloud_id": "c", "error": None, "created_at": now,
+        "updated_at": now, "job": None})
+    return ids, snapshot_id
+
+
+def headers_for(caller: str, services, ids) -> dict:
+    token = {
+        "owner": lambda: services.tokens.mint("alice"),
+        "other": lambda: services.tokens.mint("bob"),
+        "admin": lambda: services.tokens.mint("root", role="admin"),
+        "agent_own": lambda: ids["own"][1],
+        "agent_other": lambda: ids["other"][1],
+        "anonymous": lambda: None,
+    }[caller]()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def body_for(method: str, path: str, instance_id: str) -> dict | None:
+    if method not in ("POST", "PUT"):
+        return None
+    if path == "/v1/instances":
+        return {"name": "n", "provider": "local", "region": "local", "machine_type": "local", "ssh_user": "alice",
+                "ssh_public_key": SSH_KEY}
+    if path.endswith("/snapshots"):
+        return {"name": "s2"}
+    if path == "/v1/agent/metrics":
+        return {"instance_id": instance_id, "samples": [{"at": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")}]}
+    if path.startswith("/v1/admin/quotas"):
+        return {"max_instances": 3}
+    raise AssertionError(f"no body known for {method} {path}: teach the access matrix about it")
+
+
+def expected(caller: str, method: str, path: str) -> set[int]:
+    kind = kind_of(path)
+    ok = {200, 202}
+    if caller == "anonymous":
+        return {401}
+    if kind == "agent":
+        return ok if caller == "agent_own" else ({403} if caller == "agent_other" else {401})
+    if caller.startswith("agent"):
+        return {401}  # an agent token passes for no user
+    if kind == "admin":
+        return ok if caller == "admin" else {403}
+    if caller in ("owner", "admin"):
+        return ok
+    # another user: the owner's resources do not exist for them
+    return {404} if owns_a_resource(path) else ok
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize("method,path", user_routes())
+async def test_cell(method, path, caller, api, services):
+    assert kind_of(path) in ("user", "admin", "agent")
+    ids, snapshot_id = await make_world(services)
+    instance_id = ids["own"][0]
+    url = path.replace("{instance_id}", instance_id).replace("{snapshot_id}", snapshot_id).replace("{user}", "alice")
+    response = await api.request(method, url, headers=headers_for(caller, services, ids),
+                                 json=body_for(method, path, instance_id))
+    assert response.status_code in expected(caller, method, path), (method, path, caller, response.text)
+    if caller == "other" and response.status_code == 200 and method == "GET":
+        # Lists answer 200 to anyone, but with nothing of the owner's in them.
+        assert instance_id not in response.text and snapshot_id not in response.text
