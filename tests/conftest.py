@@ -84,6 +84,9 @@ def make_settings(ferretdb, data_dir: Path, **overrides) -> Settings:
         max_attempts=3,
         wait_running_timeout_seconds=20.0,
         configure="skip",  # tests that need Ansible ask for it
+        quota_max_instances=100,  # tests of quotas and rate limits set their own
+        quota_max_vcpus=1000,
+        rate_limit_per_minute=100_000,
     )
     values.update(overrides)
     return Settings(**values)
