@@ -9,6 +9,7 @@ offending field.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -90,6 +91,21 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, str]]:
 DATABASE_DOWN = (ServerSelectionTimeoutError, ConnectionFailure, NetworkTimeout, ExecutionTimeout)
 
 
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the published API serves at ``path`` (from the OpenAPI document)."""
+    table = getattr(app.state, "_allow_table", None)
+    if table is None:
+        table = []
+        for template, operations in app.openapi()["paths"].items():
+            pattern = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"
+            table.append((re.compile(pattern), sorted(m.upper() for m in operations)))
+        app.state._allow_table = table
+    for pattern, methods in table:
+        if pattern.match(path):
+            return methods
+    return []
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem):
@@ -103,9 +119,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "payload_too_large"}
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "payload_too_large",
+                 400: "bad_request"}
         code = codes.get(exc.status_code, f"http_{exc.status_code}")
-        return problem_response(Problem(exc.status_code, code, str(exc.detail), headers=exc.headers), request)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first matching route's methods; a path served by several routes
+            # (GET and DELETE /v1/instances/{id}) must list them all.
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+        return problem_response(Problem(exc.status_code, code, str(exc.detail), headers=headers), request)
 
     @app.exception_handler(PyMongoError)
     async def _database(request: Request, exc: PyMongoError):

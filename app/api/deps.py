@@ -30,6 +30,8 @@ Instances = Annotated[InstanceService, Depends(instance_service)]
 Snapshots = Annotated[SnapshotService, Depends(snapshot_service)]
 
 PROBLEM_RESPONSES = {
+    400: {"description": "the body is not valid JSON", "content": {"application/problem+json": {}}},
+    429: {"description": "over the per-user rate limit; see Retry-After", "content": {"application/problem+json": {}}},
     401: {"description": "missing or invalid token", "content": {"application/problem+json": {}}},
     404: {"description": "not found (or not yours)", "content": {"application/problem+json": {}}},
     422: {"description": "invalid input; `errors` names each field", "content": {"application/problem+json": {}}},

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Query, Response
 from app.api.deps import PROBLEM_RESPONSES, Instances
 from app.audit import Audit
 from app.auth.deps import CurrentUser
+from app.pagination import CURSOR_PATTERN
 from app.instances.models import Event, InstanceCreate, InstanceList, InstancePublic
 
 router = APIRouter(prefix="/v1/instances", tags=["instances"], responses=PROBLEM_RESPONSES)
@@ -17,8 +18,18 @@ StatusFilter = Literal["pending", "provisioning", "configuring", "running", "fai
 ProviderFilter = Literal["aws", "gcp", "azure", "local"]
 
 
-@router.post("", status_code=202, response_model=InstancePublic,
-             responses={409: {"description": "Idempotency-Key reused with another body, or snapshot not available"}})
+INSTANCE_LINKS = {
+    "GetInstance": {"operationId": "get_instance", "parameters": {"instance_id": "$response.body#/id"}},
+    "DeleteInstance": {"operationId": "delete_instance", "parameters": {"instance_id": "$response.body#/id"}},
+    "InstanceEvents": {"operationId": "instance_events", "parameters": {"instance_id": "$response.body#/id"}},
+    "SnapshotInstance": {"operationId": "create_snapshot", "parameters": {"instance_id": "$response.body#/id"}},
+}
+
+
+@router.post("", status_code=202, response_model=InstancePublic, operation_id="create_instance",
+             responses={202: {"description": "stored and queued", "links": INSTANCE_LINKS},
+                        403: {"description": "over a quota; `limit` names it"},
+                        409: {"description": "Idempotency-Key reused with another body, or snapshot not available"}})
 async def create_instance(
     body: InstanceCreate,
     user: CurrentUser,
@@ -34,7 +45,7 @@ async def create_instance(
     return InstancePublic.from_doc(doc)
 
 
-@router.get("", response_model=InstanceList)
+@router.get("", response_model=InstanceList, operation_id="list_instances")
 async def list_instances(
     user: CurrentUser,
     instances: Instances,
@@ -42,7 +53,7 @@ async def list_instances(
     provider: ProviderFilter | None = None,
     owner: Annotated[str | None, Query(max_length=200, description="admins only: one user's instances")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="next_cursor of the previous page")] = None,
 ) -> InstanceList:
     """Your instances, newest first. Deleted ones are left out unless `status=deleted`."""
     docs, next_cursor = await instances.list(user, status=status, provider=provider, limit=limit, cursor=cursor,
@@ -51,13 +62,13 @@ async def list_instances(
     return InstanceList(items=[InstancePublic.from_doc(d) for d in docs], next_cursor=next_cursor)
 
 
-@router.get("/{instance_id}", response_model=InstancePublic)
+@router.get("/{instance_id}", response_model=InstancePublic, operation_id="get_instance")
 async def get_instance(instance_id: str, user: CurrentUser, instances: Instances) -> InstancePublic:
     [doc] = await instances.with_health([await instances.get(user, instance_id)])
     return InstancePublic.from_doc(doc)
 
 
-@router.delete("/{instance_id}", status_code=202, response_model=InstancePublic,
+@router.delete("/{instance_id}", status_code=202, response_model=InstancePublic, operation_id="delete_instance",
                responses={409: {"description": "already deleting or deleted; `current_status` says which"}})
 async def delete_instance(instance_id: str, user: CurrentUser, instances: Instances, audit: Audit) -> InstancePublic:
     """Delete the instance in its cloud. Status goes `deleting`, then `deleted`; the record is kept."""
@@ -66,7 +77,7 @@ async def delete_instance(instance_id: str, user: CurrentUser, instances: Instan
     return InstancePublic.from_doc(doc)
 
 
-@router.get("/{instance_id}/events", response_model=list[Event])
+@router.get("/{instance_id}/events", response_model=list[Event], operation_id="instance_events")
 async def instance_events(instance_id: str, user: CurrentUser, instances: Instances) -> list[Event]:
     """What happened to the instance, oldest first."""
     return [Event.model_validate(e) for e in await instances.events(user, instance_id)]

@@ -9,13 +9,23 @@ from fastapi import APIRouter, Query
 from app.api.deps import PROBLEM_RESPONSES, Snapshots
 from app.audit import Audit
 from app.auth.deps import CurrentUser
+from app.pagination import CURSOR_PATTERN
 from app.snapshots.models import SnapshotCreate, SnapshotList, SnapshotPublic
 
 router = APIRouter(tags=["snapshots"], responses=PROBLEM_RESPONSES)
 
 
+SNAPSHOT_LINKS = {
+    "GetSnapshot": {"operationId": "get_snapshot", "parameters": {"snapshot_id": "$response.body#/id"}},
+    "DeleteSnapshot": {"operationId": "delete_snapshot", "parameters": {"snapshot_id": "$response.body#/id"}},
+}
+
+
 @router.post("/v1/instances/{instance_id}/snapshots", status_code=202, response_model=SnapshotPublic,
-             responses={409: {"description": "the instance is not running"}})
+             operation_id="create_snapshot",
+             responses={202: {"description": "stored and queued", "links": SNAPSHOT_LINKS},
+                        403: {"description": "over the snapshot quota"},
+                        409: {"description": "the instance is not running"}})
 async def create_snapshot(instance_id: str, body: SnapshotCreate, user: CurrentUser,
                           snapshots: Snapshots, audit: Audit) -> SnapshotPublic:
     """Snapshot the instance's root disk. New instances can start from it once it is `available`."""
@@ -24,7 +34,7 @@ async def create_snapshot(instance_id: str, body: SnapshotCreate, user: CurrentU
     return SnapshotPublic.from_doc(doc)
 
 
-@router.get("/v1/snapshots", response_model=SnapshotList)
+@router.get("/v1/snapshots", response_model=SnapshotList, operation_id="list_snapshots")
 async def list_snapshots(
     user: CurrentUser,
     snapshots: Snapshots,
@@ -32,19 +42,20 @@ async def list_snapshots(
     instance_id: Annotated[str | None, Query(max_length=64)] = None,
     owner: Annotated[str | None, Query(max_length=200, description="admins only: one user's snapshots")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="next_cursor of the previous page")] = None,
 ) -> SnapshotList:
     docs, next_cursor = await snapshots.list(user, status=status, instance_id=instance_id, limit=limit, cursor=cursor,
                                              owner=owner)
     return SnapshotList(items=[SnapshotPublic.from_doc(d) for d in docs], next_cursor=next_cursor)
 
 
-@router.get("/v1/snapshots/{snapshot_id}", response_model=SnapshotPublic)
+@router.get("/v1/snapshots/{snapshot_id}", response_model=SnapshotPublic, operation_id="get_snapshot")
 async def get_snapshot(snapshot_id: str, user: CurrentUser, snapshots: Snapshots) -> SnapshotPublic:
     return SnapshotPublic.from_doc(await snapshots.get(user, snapshot_id))
 
 
 @router.delete("/v1/snapshots/{snapshot_id}", status_code=202, response_model=SnapshotPublic,
+               operation_id="delete_snapshot",
                responses={409: {"description": "the snapshot is being created or already deleted"}})
 async def delete_snapshot(snapshot_id: str, user: CurrentUser, snapshots: Snapshots, audit: Audit) -> SnapshotPublic:
     doc = await snapshots.delete(user, snapshot_id)
