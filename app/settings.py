@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     agent_token_ttl_days: int = 365
     agent_auth_cache_seconds: float = Field(default=2.0, description="how long an agent's token check is cached")
     metrics_retention_days: float = 7.0
+    maintenance_seconds: float = Field(default=600.0, description="how often workers purge old metrics")
     metrics_max_future_seconds: int = 300
 
     # --- providers ----------------------------------------------------------

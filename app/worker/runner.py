@@ -45,9 +45,26 @@ class Worker:
                 return claim, definitions
         return None
 
+    async def maintain(self, stop: asyncio.Event) -> None:
+        """Periodic housekeeping: metrics past retention, old rate-limit windows (TTL indexes are not portable)."""
+        from app.metrics.service import purge_old_metrics
+        from app.ratelimit import purge_windows
+
+        while not stop.is_set():
+            try:
+                purged = await purge_old_metrics(self.services)
+                await purge_windows(self.services)
+                if purged:
+                    log.info("purged %d metric samples past retention", purged)
+            except Exception as exc:  # noqa: BLE001 - try again next round
+                log.warning("housekeeping failed: %s", type(exc).__name__)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.services.settings.maintenance_seconds)
+
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.services.settings
         log.info("worker %s started", self.worker_id)
+        housekeeping = asyncio.create_task(self.maintain(stop))
         while not stop.is_set():
             claimed = None
             if len(self._tasks) < settings.worker_concurrency:
@@ -64,7 +81,7 @@ class Worker:
                 await asyncio.wait_for(stop.wait(), settings.poll_seconds)
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, housekeeping, return_exceptions=True)
         log.info("worker %s stopped", self.worker_id)
 
     async def run_until_idle(self, timeout: float = 60.0) -> None:

@@ -152,3 +152,26 @@ async def test_agent_token_refused_on_user_routes_and_after_delete(api, services
     response = await api.post("/v1/agent/metrics", json={"instance_id": deleting_id, "samples": [sample()]},
                               headers=bearer(deleting_token))
     assert response.status_code == 401
+
+
+async def test_worker_purges_metrics_past_retention(api, services):
+    import asyncio
+
+    from app.worker.runner import Worker
+
+    instance_id, token = await running_instance(services)
+    now = utcnow()
+    await services.db.metrics.insert_many([
+        {"instance_id": instance_id, "at": now - dt.timedelta(days=30), "cpu_percent": 1.0},
+        {"instance_id": instance_id, "at": now - dt.timedelta(minutes=1), "cpu_percent": 2.0},
+    ])
+    stop = asyncio.Event()
+    task = asyncio.create_task(Worker(services).maintain(stop))
+    for _ in range(100):
+        if await services.db.metrics.count_documents({"instance_id": instance_id}) == 1:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await task
+    left = [d["cpu_percent"] async for d in services.db.metrics.find({"instance_id": instance_id})]
+    assert left == [2.0]
