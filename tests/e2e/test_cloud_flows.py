@@ -242,3 +242,48 @@ async def test_azure_full_flow_leaves_one_of_each_and_then_nothing(azure_cloud, 
         await api.delete(f"/v1/instances/{inst['id']}", headers=headers)
         await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"deleted"}, 120)
         assert arm.find("onebox-instance-id", inst["id"]) == []
+
+
+async def test_aws_instance_configured_for_real_through_a_mapped_sshd(aws_cloud, ferretdb, tmp_path, ssh_keypair):
+    """moto runs no VMs: a local sshd stands in for the EC2 instance, and onebox reaches it through
+    ONEBOX_SSH_ENDPOINT_MAP, so the real playbook and the real agent run for an "EC2" instance."""
+    import asyncio
+
+    from app.configure.keys import deploy_key
+    from providers.base import InstanceSpec
+    from providers.local import LocalConfig, LocalProvider
+    from tests.e2e.test_configure_flow import configured_settings, served_app
+
+    data_dir = tmp_path / "data"
+    standin = LocalProvider(LocalConfig(root=tmp_path / "standin"))
+    spec = InstanceSpec(instance_id="ec2-standin", owner="alice", name="standin", region="local", zone=None,
+                        machine_type="local", ssh_user="alice", ssh_public_key=ssh_keypair.public, disk_gb=20,
+                        admin_ssh_public_key=deploy_key(data_dir)[1])
+    standin.create_instance(spec)
+    vm = standin.wait_running(spec.ref, 20)
+    try:
+        settings = configured_settings(ferretdb, tmp_path, providers=["aws"],
+                                       ssh_endpoint_map={"*": f"{vm.public_ip}:{vm.ssh_port}"},
+                                       ssh_endpoint_kind="local")
+        assert settings.data_dir == data_dir
+        async with served_app(settings, providers={"aws": aws_cloud.make_provider()}) as (api, svc):
+            headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
+            inst = (await api.post("/v1/instances", json=aws_cloud.body(bootstrap_script="#!/bin/sh\necho on-ec2\n"),
+                                   headers=headers)).json()
+            path = f"/v1/instances/{inst['id']}"
+            done = await wait_status(api, path, headers, {"running", "failed"}, 240)
+            assert done["status"] == "running", (done, (await api.get(path + "/events", headers=headers)).json()[-5:])
+            assert done["cloud_id"].startswith("i-") and done["public_ip"]
+            events = (await api.get(path + "/events", headers=headers)).json()
+            assert any(e["type"] == "bootstrap.output" and "on-ec2" in e["message"] for e in events)
+            for _ in range(80):
+                health = (await api.get(path, headers=headers)).json()["health"]
+                if health["state"] == "healthy":
+                    break
+                await asyncio.sleep(0.5)
+            assert health["state"] == "healthy" and health["cpu_percent"] is not None
+            await api.delete(path, headers=headers)
+            await wait_status(api, path, headers, {"deleted"}, 120)
+            assert aws_cloud.alive() == []
+    finally:
+        standin.delete_instance(spec.ref)

@@ -23,7 +23,7 @@ BOOTSTRAP = "#!/bin/sh\nprintf '%s\\n' '" + VERBATIM + "' > \"$HOME/boot.txt\"\n
 
 
 @contextlib.asynccontextmanager
-async def served_app(settings):
+async def served_app(settings, providers=None):
     """onebox on a real port (agents post to it over HTTP) with a worker, torn down with its instances."""
     import uvicorn
 
@@ -32,7 +32,7 @@ async def served_app(settings):
     from app.worker.runner import Worker
     from tests.conftest import _remove_local_instances
 
-    svc = Services.build(settings)
+    svc = Services.build(settings, providers=providers)
     await svc.db.ensure_indexes()
     port = int(settings.public_url.rsplit(":", 1)[1])
     server = uvicorn.Server(uvicorn.Config(create_app(settings, svc), host="127.0.0.1", port=port,
