@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     quota_overrides: dict[str, QuotaLimits] = Field(default={}, description='JSON {"<user>": {"max_instances": 50}}')
     rate_limit_per_minute: int = Field(default=600, ge=1, description="requests per user per minute, all processes")
 
+    url_allowlist: Annotated[list[str], NoDecode] = Field(
+        default=[], description="hosts, addresses or CIDRs user-supplied URLs may point at even if internal")
+
     # --- agents and metrics ----------------------------------------------
     agent_interval_seconds: int = Field(default=30, ge=1, le=3600, description="how often agents report")
     agent_token_ttl_days: int = 365
@@ -146,7 +149,8 @@ class Settings(BaseSettings):
     azure_ssh_cidr: str = "0.0.0.0/0"
     azure_polling_interval: float = 5.0
 
-    @field_validator("providers", "inject_faults", "aws_regions", "gcp_zones", "azure_locations", mode="before")
+    @field_validator("providers", "inject_faults", "aws_regions", "gcp_zones", "azure_locations", "url_allowlist",
+                     mode="before")
     @classmethod
     def _comma_list(cls, value):
         if isinstance(value, str):

@@ -59,3 +59,71 @@ def check_labels(labels: dict[str, str]) -> dict[str, str]:
         if not LABEL_VALUE_PATTERN.match(value):
             raise ValueError(f"label '{key}' value must match {LABEL_VALUE_PATTERN.pattern}")
     return labels
+
+
+# --- user-supplied URLs (SSRF) -----------------------------------------------
+
+BLOCKED_HOSTNAMES = ("localhost", "metadata", "metadata.google.internal", "metadata.azure.internal",
+                     "instance-data", "instance-data.ec2.internal")
+
+
+def _literal_ip(host: str):
+    """The address a host names literally, in any notation (2130706433, 0x7f.1, [::1]); None for names."""
+    import ipaddress
+    import socket
+
+    candidate = host.strip("[]")
+    try:
+        return ipaddress.ip_address(candidate)
+    except ValueError:
+        pass
+    if candidate and all(c in "0123456789abcdefxABCDEFX." for c in candidate):
+        try:  # the legacy forms inet_aton accepts, and so do HTTP clients
+            return ipaddress.ip_address(socket.inet_aton(candidate))
+        except OSError:
+            return None
+    return None
+
+
+def check_public_url(url: str, allowlist: list[str] | tuple[str, ...] = ()) -> str:
+    """Refuse URLs that would make onebox or its VMs reach internal services (SSRF).
+
+    Refused unless their host is allowlisted (a host name, an address or a CIDR):
+    schemes other than http(s), loopback, link-local (169.254.0.0/16 with the
+    cloud metadata address), private, reserved, multicast and unspecified
+    addresses in any notation, and localhost or metadata host names. Other
+    host names are accepted: they are resolved on the VM.
+    """
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower().rstrip(".")
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must be an http or https URL")
+    if not host or parts.username or parts.password:
+        raise ValueError("must name a host, without credentials")
+    address = _literal_ip(host)
+    for entry in allowlist:
+        if host == entry.lower().strip("[]"):
+            return url
+        try:
+            network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            continue
+        if address is not None and address in network:
+            return url
+    if address is not None:
+        if getattr(address, "ipv4_mapped", None):
+            address = address.ipv4_mapped
+        if (address.is_loopback or address.is_link_local or address.is_private or address.is_reserved
+                or address.is_multicast or address.is_unspecified):
+            raise ValueError(f"points at a non-public address ({address}); ask an admin to allowlist it")
+        return url
+    if host in BLOCKED_HOSTNAMES or host.endswith((".localhost", ".internal")):
+        raise ValueError(f"points at an internal host ({host}); ask an admin to allowlist it")
+    return url

@@ -91,7 +91,8 @@ async def configure_instance(ctx: JobContext) -> None:
         },
         "onebox_goofys_url": settings.goofys_url or "",
         "onebox_goofys_sha256": settings.goofys_sha256 or "",
-        "onebox_goofys_buckets": [b.model_dump(exclude_none=True) for b in settings.goofys_buckets],
+        "onebox_goofys_buckets": [b.model_dump(exclude_none=True) for b in settings.goofys_buckets]
+                                 + [{k: v for k, v in b.items() if v is not None} for b in doc.get("buckets") or []],
     }
     target = PlaybookTarget(host=host, port=port, private_key=private_key, known_hosts=known,
                             login=getpass.getuser() if kind == "local" else doc["ssh_user"])

@@ -19,6 +19,24 @@ MAX_BOOTSTRAP_BYTES = 64 * 1024
 EXAMPLE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGl1Bq2dTiQqvBx9C5Ykz3zHfdv0x8WlEY0wVYbIRkKd alice@laptop"
 
 
+class BucketMount(BaseModel):
+    """An S3-compatible bucket goofys mounts on the VM."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", description="S3 bucket naming rules")
+    mountpoint: str = Field(pattern=r"^/[A-Za-z0-9._/-]{1,200}$", description="an absolute path, without ..")
+    endpoint: str | None = Field(default=None, max_length=2048,
+                                 description="S3-compatible endpoint URL; internal addresses are refused")
+
+    @field_validator("mountpoint")
+    @classmethod
+    def _no_parent(cls, value: str) -> str:
+        if ".." in value.split("/"):
+            raise ValueError("must not contain '..'")
+        return value
+
+
 class InstanceCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -64,6 +82,8 @@ class InstanceCreate(BaseModel):
     bootstrap_script: str | None = Field(default=None, max_length=MAX_BOOTSTRAP_BYTES,
                                          description="run once on the VM after configuration, as data: never templated")
     labels: dict[str, str] = Field(default_factory=dict, description="up to 32 key/value labels, copied to the cloud")
+    buckets: list[BucketMount] = Field(default_factory=list, max_length=8,
+                                       description="buckets to mount with goofys (when the service has goofys)")
 
     @field_validator("ssh_public_key")
     @classmethod

@@ -25,6 +25,7 @@ from app.lifecycle.states import InstanceStatus
 from app.pagination import page
 from app.problems import Problem, field_problem, not_found
 from app.services import Services
+from app.validation import check_public_url
 from app.worker.jobs import new_job
 from providers.base import ProviderError
 
@@ -113,6 +114,12 @@ class InstanceService:
 
     async def create(self, principal: Principal, body: InstanceCreate,
                      idempotency_key: str | None) -> dict[str, Any]:
+        for index, bucket in enumerate(body.buckets):
+            if bucket.endpoint is not None:
+                try:
+                    check_public_url(bucket.endpoint, self.services.settings.url_allowlist)
+                except ValueError as exc:
+                    raise field_problem(f"buckets.{index}.endpoint", str(exc)) from None
         vcpus = await self._check_placement(body)
         await self._check_snapshot(principal, body)
         instance_id = new_instance_id()
