@@ -65,6 +65,15 @@ async def _ensure_indexes_forever(services: Services) -> None:
             await asyncio.sleep(2)
 
 
+async def _refresh_jwks(services: Services, stop: asyncio.Event) -> None:
+    """Keep the identity provider's keys fresh, off the request path (each fetch has a timeout)."""
+    jwks = services.tokens.jwks
+    while not stop.is_set():
+        await asyncio.to_thread(jwks.refresh)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), services.settings.jwks_refresh_seconds)
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None, *,
                run_worker: bool = False) -> FastAPI:
     settings = settings or get_settings()
@@ -78,6 +87,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             await asyncio.wait_for(asyncio.shield(indexes), settings.db_timeout_seconds + 2)
         stop = asyncio.Event()
         worker_task = asyncio.create_task(Worker(svc).run(stop)) if run_worker else None
+        jwks_task = asyncio.create_task(_refresh_jwks(svc, stop)) if svc.tokens.jwks is not None else None
         try:
             yield
         finally:
@@ -85,6 +95,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             indexes.cancel()
             if worker_task is not None:
                 await worker_task
+            if jwks_task is not None:
+                await jwks_task
             if services is None:
                 await svc.close()
 

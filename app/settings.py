@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         default={}, description='JSON {"<kid>": {"alg": ..., "secret" or "public_key": ...}}: several active keys, '
                                 'selected by the token\'s kid (rotation); unset = the single key above')
     jwt_signing_kid: str | None = Field(default=None, description="which of jwt_keys `onebox token` signs with")
+    jwks_url: str | None = Field(default=None, description="an identity provider's JWKS (https, allowlisted host)")
+    jwks_allowed_hosts: Annotated[list[str], NoDecode] = Field(default=[], description="hosts jwks_url may name")
+    jwks_ca_bundle: str | None = Field(default=None, description="PEM file to trust for jwks_url (private CAs)")
+    jwks_timeout_seconds: float = 5.0
+    jwks_refresh_seconds: float = 600.0
     jwt_issuer: str = "onebox"
     jwt_audience: str = "onebox"
     jwt_leeway_seconds: int = 30
@@ -150,6 +155,7 @@ class Settings(BaseSettings):
     azure_polling_interval: float = 5.0
 
     @field_validator("providers", "inject_faults", "aws_regions", "gcp_zones", "azure_locations", "url_allowlist",
+                     "jwks_allowed_hosts",
                      mode="before")
     @classmethod
     def _comma_list(cls, value):

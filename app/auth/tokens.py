@@ -108,6 +108,12 @@ class TokenService:
                     raise ValueError(f"ONEBOX_JWT_PUBLIC_KEY is required for {settings.jwt_algorithm}")
                 material = settings.jwt_public_key
             self.keys[DEFAULT_KID] = VerifyKey(DEFAULT_KID, settings.jwt_algorithm, material)
+        self.jwks = None
+        if settings.jwks_url:
+            from app.auth.jwks import JwksCache
+
+            self.jwks = JwksCache(settings.jwks_url, settings.jwks_allowed_hosts, timeout=settings.jwks_timeout_seconds,
+                                  max_age=settings.jwks_refresh_seconds, ca_bundle=settings.jwks_ca_bundle)
         signing = self.keys[self.signing_kid]
         self.algorithm = signing.algorithm
         if signing.algorithm == "HS256":
@@ -127,9 +133,15 @@ class TokenService:
             if self.settings.jwt_keys or len(self.keys) != 1:
                 raise InvalidToken("a kid is required")
             return next(iter(self.keys.values()))
-        if not isinstance(kid, str) or kid not in self.keys:
+        if not isinstance(kid, str):
             raise InvalidToken("unknown kid")
-        return self.keys[kid]
+        if kid in self.keys:
+            return self.keys[kid]
+        if self.jwks is not None:
+            found = self.jwks.get(kid)
+            if found is not None:
+                return VerifyKey(kid, found[0], found[1])
+        raise InvalidToken("unknown kid")
 
     def mint(self, subject: str, *, role: str = ROLE_USER, ttl: dt.timedelta = dt.timedelta(hours=1),
              typ: str = USER_TOKEN_TYPE, audience: str | None = None, extra: dict[str, Any] | None = None) -> str:

@@ -11,7 +11,6 @@ from app.clock import utcnow
 from app.ids import new_instance_id
 from tests.api.helpers import instance_body
 
-pytestmark = pytest.mark.asyncio
 
 
 def sample(at: dt.datetime | None = None, **overrides) -> dict:

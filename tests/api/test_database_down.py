@@ -12,7 +12,6 @@ from tests.api.helpers import instance_body
 from tests.conftest import FERRETDB_BINARY, make_settings
 from tests.support import free_port
 
-pytestmark = pytest.mark.asyncio
 
 
 async def test_database_down_gives_503_then_recovers(tmp_path, ssh_keypair):

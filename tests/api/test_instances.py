@@ -6,7 +6,6 @@ import pytest
 
 from tests.api.helpers import instance_body
 
-pytestmark = pytest.mark.asyncio
 
 
 async def count_instances(services) -> int:

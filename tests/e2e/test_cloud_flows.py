@@ -13,7 +13,6 @@ from tests.e2e.cloud_support import Cloud, full_flow, onebox_for
 from tests.providers.aws_fixtures import aws_env, moto_ec2  # noqa: F401  (fixtures)
 from tests.providers.test_gcp import PROJECT, gce, gce_server  # noqa: F401  (fixtures)
 
-pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture

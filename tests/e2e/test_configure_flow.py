@@ -16,7 +16,6 @@ from tests.api.helpers import instance_body, wait_status
 from tests.conftest import make_settings
 from tests.support import free_port
 
-pytestmark = pytest.mark.asyncio
 
 VERBATIM = "{{ not_a_var }} {% raw %} $HOME"
 BOOTSTRAP = "#!/bin/sh\nprintf '%s\\n' '" + VERBATIM + "' > \"$HOME/boot.txt\"\necho bootstrap-ran\n"

@@ -7,7 +7,6 @@ import pytest
 from providers.local import LocalConfig, LocalProvider
 from tests.api.helpers import instance_body, wait_status
 
-pytestmark = pytest.mark.asyncio
 
 
 def local_of(services) -> LocalProvider:

@@ -16,7 +16,6 @@ from tests.api.helpers import instance_body, wait_status
 from tests.conftest import make_settings
 from tests.e2e.test_local_flow import running_app
 
-pytestmark = pytest.mark.asyncio
 
 
 def worker_env(settings) -> dict[str, str]:

@@ -14,7 +14,6 @@ from app.clock import utcnow
 from app.ids import new_instance_id, new_snapshot_id
 from app.main import create_app
 
-pytestmark = pytest.mark.asyncio
 
 CALLERS = ["owner", "other", "admin", "agent_own", "agent_other", "anonymous"]
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVh9k3YgCz0m3b0nB2H0q8q3oH9u3Xl0VvS1r7Jm1xY alice@laptop"

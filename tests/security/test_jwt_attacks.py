@@ -19,7 +19,6 @@ from app.services import Services
 from app.settings import JwtKey
 from tests.conftest import make_settings
 
-pytestmark = pytest.mark.asyncio
 
 OLD = "old-key-" + "o" * 40
 NEW = "new-key-" + "n" * 40

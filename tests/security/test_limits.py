@@ -13,7 +13,6 @@ from app.services import Services
 from tests.api.helpers import instance_body
 from tests.conftest import make_settings
 
-pytestmark = pytest.mark.asyncio
 
 
 async def app_with(ferretdb, tmp_path, **overrides):

@@ -7,7 +7,6 @@ import pytest
 from app.validation import check_public_url
 from tests.api.helpers import instance_body
 
-pytestmark = pytest.mark.asyncio
 
 REFUSED = [
     "http://127.0.0.1/",
