@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.clock import utcnow
-from app.lifecycle.engine import JobContext, NotYet
+from app.lifecycle.engine import JobBase, JobContext, NotYet
 from app.lifecycle.states import INSTANCE_TRANSITIONS, SNAPSHOT_TRANSITIONS, check_transition
 from app.worker.jobs import new_job
 
@@ -35,15 +35,11 @@ def new_delete_request(collection: str, target: dict[str, Any], requested_by: st
     }
 
 
-class DispatchDeleteJob:
+class DispatchDeleteJob(JobBase):
     kind = "dispatch"
-    table: dict = {}
     steps = ("dispatch",)
     retry_forever = True
     announce_steps = False
-
-    async def cancel_requested(self, ctx: JobContext) -> bool:
-        return False
 
     async def run_step(self, step: str, ctx: JobContext) -> dict[str, Any] | None:
         name = ctx.doc["collection"]
@@ -67,12 +63,6 @@ class DispatchDeleteJob:
     async def succeed(self, ctx: JobContext) -> bool:
         await ctx.claim.update({"$set": {"job": None, "dispatched_at": utcnow()}})
         return True
-
-    async def cleanup(self, ctx: JobContext) -> None:  # pragma: no cover - dispatching never fails for good
-        return None
-
-    async def fail(self, ctx: JobContext, failure: dict[str, Any]) -> None:  # pragma: no cover
-        return None
 
 
 DELETE_REQUEST_JOBS = {DispatchDeleteJob.kind: DispatchDeleteJob()}

@@ -84,6 +84,24 @@ class JobDefinition(Protocol):
     async def fail(self, ctx: JobContext, failure: dict[str, Any]) -> None: ...
 
 
+class JobBase:
+    """Defaults for job definitions: steps announced, not retried forever, nothing to cancel or clean."""
+
+    table: dict = {}
+    steps: tuple[str, ...] = ()
+    retry_forever = False
+    announce_steps = True
+
+    async def cancel_requested(self, ctx: JobContext) -> bool:
+        return False
+
+    async def cleanup(self, ctx: JobContext) -> None:
+        return None
+
+    async def fail(self, ctx: JobContext, failure: dict[str, Any]) -> None:
+        return None
+
+
 def backoff_delay(settings, attempts: int, retry_after: float | None = None) -> float:
     delay = min(settings.backoff_base_seconds * (2 ** attempts), settings.backoff_max_seconds)
     delay *= 0.5 + random.random() / 2  # jitter, so retries of many jobs spread out

@@ -15,7 +15,7 @@ from typing import Any
 
 from app import quotas
 from app.clock import utcnow
-from app.lifecycle.engine import JobContext
+from app.lifecycle.engine import JobBase, JobContext
 from app.lifecycle.specs import instance_ref, instance_spec
 from app.lifecycle.states import INSTANCE_TRANSITIONS, InstanceStatus
 from providers.base import ProviderError
@@ -23,12 +23,10 @@ from providers.base import ProviderError
 S = InstanceStatus
 
 
-class ProvisionJob:
+class ProvisionJob(JobBase):
     kind = "provision"
     table = INSTANCE_TRANSITIONS
     steps = ("create", "wait_running", "configure")
-    retry_forever = False
-    announce_steps = True
 
     def provider(self, ctx: JobContext):
         return ctx.services.providers.get(ctx.doc["provider"])
@@ -82,15 +80,11 @@ class ProvisionJob:
         await quotas.release(ctx.services.db, ctx.doc["_id"])  # nothing runs any more: it no longer counts
 
 
-class DeleteInstanceJob:
+class DeleteInstanceJob(JobBase):
     kind = "delete"
     table = INSTANCE_TRANSITIONS
     steps = ("delete",)
-    retry_forever = True
-    announce_steps = True
-
-    async def cancel_requested(self, ctx: JobContext) -> bool:
-        return False
+    retry_forever = True  # deletes never give up: a leaked VM costs money
 
     async def run_step(self, step: str, ctx: JobContext) -> dict[str, Any] | None:
         if ctx.doc["status"] != S.DELETING:
@@ -103,12 +97,6 @@ class DeleteInstanceJob:
         await ctx.transition(S.DELETED, {"job": None, "deleted_at": utcnow(), "agent_jti_hash": None})
         await quotas.release(ctx.services.db, ctx.doc["_id"])
         return True
-
-    async def cleanup(self, ctx: JobContext) -> None:  # pragma: no cover - deletes never fail for good
-        return None
-
-    async def fail(self, ctx: JobContext, failure: dict[str, Any]) -> None:  # pragma: no cover
-        return None
 
 
 INSTANCE_JOBS = {ProvisionJob.kind: ProvisionJob(), DeleteInstanceJob.kind: DeleteInstanceJob()}

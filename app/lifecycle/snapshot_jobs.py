@@ -10,7 +10,7 @@ from typing import Any
 
 from app import quotas
 from app.clock import utcnow
-from app.lifecycle.engine import JobContext
+from app.lifecycle.engine import JobBase, JobContext
 from app.lifecycle.specs import instance_ref, snapshot_ref
 from app.lifecycle.states import SNAPSHOT_TRANSITIONS, SnapshotStatus
 from providers.base import ProviderError, SnapshotSpec
@@ -18,15 +18,10 @@ from providers.base import ProviderError, SnapshotSpec
 S = SnapshotStatus
 
 
-class CreateSnapshotJob:
+class CreateSnapshotJob(JobBase):
     kind = "create"
     table = SNAPSHOT_TRANSITIONS
     steps = ("snapshot",)
-    retry_forever = False
-    announce_steps = True
-
-    async def cancel_requested(self, ctx: JobContext) -> bool:
-        return False
 
     async def run_step(self, step: str, ctx: JobContext) -> dict[str, Any] | None:
         instance = await ctx.services.db.instances.find_one({"_id": ctx.doc["instance_id"]})
@@ -52,15 +47,11 @@ class CreateSnapshotJob:
         await quotas.release(ctx.services.db, ctx.doc["_id"])
 
 
-class DeleteSnapshotJob:
+class DeleteSnapshotJob(JobBase):
     kind = "delete"
     table = SNAPSHOT_TRANSITIONS
     steps = ("delete_snapshot",)
     retry_forever = True
-    announce_steps = True
-
-    async def cancel_requested(self, ctx: JobContext) -> bool:
-        return False
 
     async def run_step(self, step: str, ctx: JobContext) -> dict[str, Any] | None:
         provider = ctx.services.providers.get(ctx.doc["provider"])
@@ -71,12 +62,6 @@ class DeleteSnapshotJob:
         await ctx.transition(S.DELETED, {"job": None, "deleted_at": utcnow()})
         await quotas.release(ctx.services.db, ctx.doc["_id"])
         return True
-
-    async def cleanup(self, ctx: JobContext) -> None:  # pragma: no cover
-        return None
-
-    async def fail(self, ctx: JobContext, failure: dict[str, Any]) -> None:  # pragma: no cover
-        return None
 
 
 SNAPSHOT_JOBS = {CreateSnapshotJob.kind: CreateSnapshotJob(), DeleteSnapshotJob.kind: DeleteSnapshotJob()}

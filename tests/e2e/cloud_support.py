@@ -1,4 +1,5 @@
-"""Running onebox's API and workers against the local cloud stand-ins (moto, the GCE fake, the ARM fake)."""
+"""Running onebox's API and workers in tests: on the local provider, or against the local cloud
+stand-ins (moto, the GCE fake, the ARM fake)."""
 
 from __future__ import annotations
 
@@ -39,12 +40,14 @@ class Cloud:
 
 
 @contextlib.asynccontextmanager
-async def onebox_for(cloud: Cloud, settings, *, worker: bool = True):
+async def running_onebox(settings, *, providers: dict | None = None, worker: bool = True):
+    """The app with its own settings (and a background worker), torn down with any local instances."""
     from app.main import create_app
     from app.services import Services
     from app.worker.runner import Worker
+    from tests.conftest import _remove_local_instances
 
-    svc = Services.build(settings, providers={cloud.name: cloud.make_provider()})
+    svc = Services.build(settings, providers=providers)
     await svc.db.ensure_indexes()
     stop = asyncio.Event()
     task = asyncio.create_task(Worker(svc).run(stop)) if worker else None
@@ -57,6 +60,11 @@ async def onebox_for(cloud: Cloud, settings, *, worker: bool = True):
         if task:
             await task
         await svc.close()
+        _remove_local_instances(settings.data_dir)
+
+
+def onebox_for(cloud: Cloud, settings, *, worker: bool = True):
+    return running_onebox(settings, providers={cloud.name: cloud.make_provider()}, worker=worker)
 
 
 async def full_flow(api, headers, cloud: Cloud) -> None:

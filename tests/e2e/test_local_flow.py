@@ -6,6 +6,7 @@ import pytest
 
 from providers.local import LocalConfig, LocalProvider
 from tests.api.helpers import instance_body, wait_status
+from tests.e2e.cloud_support import running_onebox
 
 
 
@@ -67,7 +68,7 @@ async def test_create_ssh_snapshot_restore_delete(api, worker, mint, ssh_keypair
 async def test_delete_while_provisioning_cancels_and_cleans_up(ferretdb, tmp_path, ssh_keypair):
     from tests.conftest import make_settings
 
-    async with running_app(make_settings(ferretdb, tmp_path / "data", local_create_delay_seconds=1.5)) as (api, svc):
+    async with running_onebox(make_settings(ferretdb, tmp_path / "data", local_create_delay_seconds=1.5)) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         inst = await create(api, headers, ssh_keypair.public)
         await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"provisioning"})
@@ -81,7 +82,7 @@ async def test_delete_while_provisioning_cancels_and_cleans_up(ferretdb, tmp_pat
 async def test_failure_at_each_step_cleans_up(ferretdb, tmp_path, ssh_keypair, step):
     from tests.conftest import make_settings
 
-    async with running_app(make_settings(ferretdb, tmp_path / "data", inject_faults=[step])) as (api, svc):
+    async with running_onebox(make_settings(ferretdb, tmp_path / "data", inject_faults=[step])) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         inst = await create(api, headers, ssh_keypair.public)
         done = await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"failed", "running"})
@@ -99,7 +100,7 @@ async def test_failure_at_each_step_cleans_up(ferretdb, tmp_path, ssh_keypair, s
 async def test_snapshot_failure_is_recorded(ferretdb, tmp_path, ssh_keypair):
     from tests.conftest import make_settings
 
-    async with running_app(make_settings(ferretdb, tmp_path / "data", inject_faults=["snapshot"])) as (api, svc):
+    async with running_onebox(make_settings(ferretdb, tmp_path / "data", inject_faults=["snapshot"])) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         inst = await create(api, headers, ssh_keypair.public)
         await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"running"})
@@ -109,33 +110,3 @@ async def test_snapshot_failure_is_recorded(ferretdb, tmp_path, ssh_keypair):
         assert not [r for r in local_of(svc).list_managed() if r.kind == "snapshot"]
         await api.delete(f"/v1/instances/{inst['id']}", headers=headers)
         await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"deleted"})
-
-
-import contextlib  # noqa: E402
-
-
-@contextlib.asynccontextmanager
-async def running_app(settings):
-    """The app with its own settings and a background worker, torn down with its instances."""
-    import asyncio
-
-    import httpx
-
-    from app.main import create_app
-    from app.services import Services
-    from app.worker.runner import Worker
-    from tests.conftest import _remove_local_instances
-
-    svc = Services.build(settings)
-    await svc.db.ensure_indexes()
-    stop = asyncio.Event()
-    task = asyncio.create_task(Worker(svc).run(stop))
-    try:
-        transport = httpx.ASGITransport(app=create_app(settings, svc))
-        async with httpx.AsyncClient(transport=transport, base_url="http://onebox.test") as client:
-            yield client, svc
-    finally:
-        stop.set()
-        await task
-        await svc.close()
-        _remove_local_instances(settings.data_dir)

@@ -14,7 +14,7 @@ import pytest
 from providers.local import LocalConfig, LocalProvider
 from tests.api.helpers import instance_body, wait_status
 from tests.conftest import make_settings
-from tests.e2e.test_local_flow import running_app
+from tests.e2e.cloud_support import running_onebox
 
 
 
@@ -65,7 +65,7 @@ async def test_sigkilled_worker_is_replaced_and_one_sshd_exists(ferretdb, tmp_pa
     # No in-process worker: lease 2 s, and a slow "cloud" so the kill lands mid-provisioning.
     settings = make_settings(ferretdb, tmp_path / "data", lease_seconds=2.0)
     local = LocalProvider(LocalConfig(root=settings.data_dir / "local"))
-    async with running_app_without_worker(settings) as (api, svc):
+    async with running_onebox(settings, worker=False) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         inst = (await api.post("/v1/instances", json=instance_body(ssh_keypair.public), headers=headers)).json()
         first = start_worker(settings, tmp_path / "worker-a.log", ONEBOX_LOCAL_CREATE_DELAY_SECONDS=30)
@@ -98,7 +98,7 @@ async def test_sigkilled_worker_is_replaced_and_one_sshd_exists(ferretdb, tmp_pa
 async def test_two_workers_twenty_instances_each_provisioned_once(ferretdb, tmp_path, ssh_keypair):
     settings = make_settings(ferretdb, tmp_path / "data", lease_seconds=5.0)
     local = LocalProvider(LocalConfig(root=settings.data_dir / "local"))
-    async with running_app_without_worker(settings) as (api, svc):
+    async with running_onebox(settings, worker=False) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         workers = [start_worker(settings, tmp_path / f"worker-{n}.log") for n in range(2)]
         try:
@@ -133,28 +133,3 @@ async def test_two_workers_twenty_instances_each_provisioned_once(ferretdb, tmp_
                 stop(w)
         logs = "".join((tmp_path / f"worker-{n}.log").read_text() for n in range(2))
         assert "Traceback" not in logs, logs[-3000:]
-
-
-import contextlib  # noqa: E402
-
-
-@contextlib.asynccontextmanager
-async def running_app_without_worker(settings):
-    import httpx
-
-    from app.main import create_app
-    from app.services import Services
-    from tests.conftest import _remove_local_instances
-
-    svc = Services.build(settings)
-    await svc.db.ensure_indexes()
-    try:
-        transport = httpx.ASGITransport(app=create_app(settings, svc))
-        async with httpx.AsyncClient(transport=transport, base_url="http://onebox.test") as client:
-            yield client, svc
-    finally:
-        await svc.close()
-        _remove_local_instances(settings.data_dir)
-
-
-del running_app  # imported for symmetry with test_local_flow; this module runs its workers as processes
