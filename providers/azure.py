@@ -589,7 +589,8 @@ class AzureProvider:
                         zones.update(info.zones or [])
             if types:
                 regions[loc] = Region(loc, tuple(sorted(zones)), dict(sorted(types.items())))
-        catalog = Catalog(regions=regions, images=IMAGE_ALIASES, native_image_pattern=NATIVE_IMAGE_PATTERN)
+        catalog = Catalog(regions=regions, images=IMAGE_ALIASES, native_image_pattern=NATIVE_IMAGE_PATTERN,
+                          ssh_key_types=AZURE_SSH_KEY_TYPES, reserved_ssh_users=AZURE_RESERVED_USERS)
         with self._lock:
             self._catalog = (time.monotonic(), catalog)
         return catalog

@@ -90,6 +90,8 @@ class Catalog:
     regions: Mapping[str, Region]
     images: tuple[str, ...] = IMAGE_ALIASES  # aliases; native ids are checked by the cloud
     native_image_pattern: str | None = None  # regex a native image id must match, if any
+    ssh_key_types: tuple[str, ...] | None = None  # key types the cloud accepts; None = any onebox accepts
+    reserved_ssh_users: frozenset[str] = frozenset()  # user names the cloud refuses
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,11 @@ class InstanceService:
             if not pattern or not re.fullmatch(pattern, body.image):
                 raise field_problem("image", f"unknown image '{body.image}'; use one of {', '.join(catalog.images)}"
                                     + (" or a native image id" if pattern else ""))
+        key_type = body.ssh_public_key.split()[0]
+        if catalog.ssh_key_types is not None and key_type not in catalog.ssh_key_types:
+            raise field_problem("ssh_public_key", f"{body.provider} accepts {', '.join(catalog.ssh_key_types)} keys only")
+        if body.ssh_user.lower() in catalog.reserved_ssh_users:
+            raise field_problem("ssh_user", f"'{body.ssh_user}' is reserved on {body.provider}; choose another name")
         return region.machine_types[body.machine_type].vcpus
 
     async def _check_snapshot(self, principal: Principal, body: InstanceCreate) -> None:

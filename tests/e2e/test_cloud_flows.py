@@ -286,3 +286,15 @@ async def test_aws_instance_configured_for_real_through_a_mapped_sshd(aws_cloud,
             assert aws_cloud.alive() == []
     finally:
         standin.delete_instance(spec.ref)
+
+
+async def test_azure_refuses_what_azure_refuses_before_queueing(azure_cloud, ferretdb, tmp_path):
+    ecdsa = ("ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEezOmxkZMy7opKgwFB9nkt5YRrY"
+             "MjNuG5N87uRgg6CLrbo5wAdT/y6v0mKV0U2w0WZ2YB/++Tpockg= alice@laptop")
+    async with onebox_for(azure_cloud, settings_for(azure_cloud, ferretdb, tmp_path), worker=False) as (api, svc):
+        headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
+        for overrides, field in [({"ssh_public_key": ecdsa}, "ssh_public_key"), ({"ssh_user": "admin"}, "ssh_user")]:
+            response = await api.post("/v1/instances", json=azure_cloud.body(**overrides), headers=headers)
+            assert response.status_code == 422, response.text
+            assert response.json()["errors"][0]["field"] == field
+        assert await svc.db.instances.count_documents({}) == 0
