@@ -72,6 +72,7 @@ class Database:
         await self.quota_slots.create_index([("owner", ASCENDING), ("kind", ASCENDING)])
         await self.quota_slots.create_index([("holder", ASCENDING)])
         await self.audit.create_index([("at", DESCENDING)])
+        await self.rate_limits.create_index([("user", ASCENDING), ("window", ASCENDING)])
         await self.idempotency.create_index([("owner", ASCENDING), ("key", ASCENDING)], unique=True)
 
     async def ping(self, timeout: float = 2.0) -> bool:

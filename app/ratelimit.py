@@ -1,20 +1,19 @@
 """Per-user request rate limit, shared by every API process through the database.
 
-A fixed one-minute window per user: one counter document per (user, minute),
-incremented with an upsert. Over the limit → 429 with ``Retry-After`` (the
-seconds left in the window). On FerretDB v1 an increment is a read and a
-write, so under heavy concurrency a few increments may be lost: the limit is
-then enforced approximately (never stricter than configured); on MongoDB it
-is exact. Old windows are purged with the metrics retention task.
+A fixed one-minute window per user, counted the way quotas are: each request
+takes one numbered slot (``<user>:<window>:<n>``, n < limit) with an insert
+against the unique ``_id``, the one operation MongoDB and FerretDB both make
+atomic. However many processes race, no more than ``limit`` requests of one
+user pass in one window. Over the limit → 429 with ``Retry-After`` (the
+seconds left in the window). Old windows are purged by the workers.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from pymongo import ReturnDocument
-
 from app.clock import utcnow
+from app.db import is_duplicate_key
 from app.problems import Problem
 
 WINDOW_SECONDS = 60
@@ -23,17 +22,21 @@ WINDOW_SECONDS = 60
 async def check_rate(services, user: str) -> None:
     now = utcnow()
     window = int(now.timestamp()) // WINDOW_SECONDS
-    doc = await services.db.rate_limits.find_one_and_update(
-        {"_id": f"{user}:{window}"},
-        {"$inc": {"count": 1}, "$setOnInsert": {"user": user, "expires_at": now + dt.timedelta(minutes=2)}},
-        upsert=True, return_document=ReturnDocument.AFTER,
-    )
     limit = services.settings.rate_limit_per_minute
-    if doc["count"] > limit:
-        retry_after = (window + 1) * WINDOW_SECONDS - int(now.timestamp())
-        raise Problem(429, "rate_limited", "Too many requests",
-                      f"at most {limit} requests per minute; try again in {retry_after}s",
-                      headers={"Retry-After": str(max(retry_after, 1))})
+    slots = services.db.rate_limits
+    used = await slots.count_documents({"user": user, "window": window})
+    for n in range(used, limit):
+        try:
+            await slots.insert_one({"_id": f"{user}:{window}:{n}", "user": user, "window": window,
+                                    "expires_at": now + dt.timedelta(seconds=2 * WINDOW_SECONDS)})
+            return
+        except Exception as exc:
+            if not is_duplicate_key(exc):
+                raise
+    retry_after = (window + 1) * WINDOW_SECONDS - int(now.timestamp())
+    raise Problem(429, "rate_limited", "Too many requests",
+                  f"at most {limit} requests per minute; try again in {retry_after}s",
+                  headers={"Retry-After": str(max(retry_after, 1))})
 
 
 async def purge_windows(services) -> None:

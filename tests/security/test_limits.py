@@ -76,6 +76,11 @@ async def test_rate_limit_gives_429_with_retry_after(ferretdb, tmp_path):
         assert limited.json()["code"] == "rate_limited"
         other = {"Authorization": f"Bearer {svc.tokens.mint('bob')}"}
         assert (await api.get("/v1/instances", headers=other)).status_code == 200
+        # Exact under concurrency too (a fresh user, 30 parallel requests, a limit of 5).
+        carol = {"Authorization": f"Bearer {svc.tokens.mint('carol')}"}
+        parallel = await asyncio.gather(*(api.get("/v1/instances", headers=carol) for _ in range(30)))
+        passed = sum(r.status_code == 200 for r in parallel)
+        assert passed <= 5 and passed + sum(r.status_code == 429 for r in parallel) == 30
     finally:
         await api.aclose()
         await svc.close()
