@@ -94,8 +94,11 @@ async def paced(rate: float, seconds: float, op) -> tuple[float, list[float], in
 
 
 def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    value, unit = match.groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
 def run_wrk(port: int, agents_file: Path, connections: int, seconds: float) -> dict:
@@ -104,6 +107,8 @@ def run_wrk(port: int, agents_file: Path, connections: int, seconds: float) -> d
         ["wrk", "-t2", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", str(script),
          f"http://127.0.0.1:{port}"],
         env={**os.environ, "AGENTS_FILE": str(agents_file)}, capture_output=True, text=True, check=True).stdout
+    if "99%" not in out:
+        raise RuntimeError("wrk printed no latency distribution:\n" + out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
