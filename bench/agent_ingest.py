@@ -101,16 +101,21 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
+_runs = iter(range(100))
+
+
 def run_wrk(port: int, agents_file: Path, connections: int, seconds: float) -> dict:
     script = Path(__file__).with_name("agent_post.lua")
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", str(script),
          f"http://127.0.0.1:{port}"],
-        env={**os.environ, "AGENTS_FILE": str(agents_file)}, capture_output=True, text=True, check=True).stdout
+        env={**os.environ, "AGENTS_FILE": str(agents_file), "RUN": str(next(_runs))}, capture_output=True, text=True,
+        check=True).stdout
     if "99%" not in out:
         raise RuntimeError("wrk printed no latency distribution:\n" + out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
         "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "p50": _ms(re.search(r"50%\s+(\S+)", out).group(1)),
         "p99": _ms(re.search(r"99%\s+(\S+)", out).group(1)),
@@ -213,7 +218,11 @@ async def main() -> int:
         print(f"paced at {args.rate:.0f}/s for {args.seconds:.0f}s: reached {paced_rate:.0f}/s, "
               f"p50 {percentile(paced_lat, .5):.1f} ms, p99 {percentile(paced_lat, .99):.1f} ms, errors {errors} "
               f"(target p99 < 100 ms)")
-    print(f"samples stored through the API: {stored}")
+    if wrk_result:
+        posted = wrk_result["requests"] + sum(r["requests"] for _, r in curve) + 50
+        print(f"samples stored through the API: {stored} of {posted} posted")
+    else:
+        print(f"samples stored through the API: {stored}")
     print("(2 cores shared by the load generator, the API process and FerretDB)")
     return 0
 
