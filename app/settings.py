@@ -90,7 +90,10 @@ class Settings(BaseSettings):
     agent_token_ttl_days: int = 365
     agent_auth_cache_seconds: float = Field(default=2.0, description="how long an agent's token check is cached")
     metrics_retention_days: float = 7.0
-    maintenance_seconds: float = Field(default=600.0, description="how often workers purge old metrics")
+    maintenance_seconds: float = Field(default=600.0, description="how often workers purge and reap")
+    reaper_enabled: bool = True
+    reaper_grace_seconds: float = Field(default=600.0, description="how long an ended record must be unchanged "
+                                                                   "before its left-over resources are removed")
     metrics_max_future_seconds: int = 300
 
     # --- providers ----------------------------------------------------------

@@ -46,14 +46,18 @@ class Worker:
         return None
 
     async def maintain(self, stop: asyncio.Event) -> None:
-        """Periodic housekeeping: metrics past retention, old rate-limit windows (TTL indexes are not portable)."""
+        """Periodic housekeeping: metrics past retention, old rate-limit windows (TTL indexes are not
+        portable), and the reaper (cloud resources left behind by ended instances)."""
         from app.metrics.service import purge_old_metrics
         from app.ratelimit import purge_windows
+        from app.worker.reaper import reap
 
         while not stop.is_set():
             try:
                 purged = await purge_old_metrics(self.services)
                 await purge_windows(self.services)
+                if self.services.settings.reaper_enabled:
+                    await reap(self.services)
                 if purged:
                     log.info("purged %d metric samples past retention", purged)
             except Exception as exc:  # noqa: BLE001 - try again next round
