@@ -11,6 +11,7 @@ from tests.api.helpers import wait_status
 from tests.conftest import make_settings
 from tests.e2e.cloud_support import Cloud, full_flow, onebox_for
 from tests.providers.aws_fixtures import aws_env, moto_ec2  # noqa: F401  (fixtures)
+from tests.fakes.fixtures import arm, fake  # noqa: F401  (fixtures)
 from tests.providers.test_gcp import PROJECT, gce, gce_server  # noqa: F401  (fixtures)
 
 
@@ -61,29 +62,14 @@ def gcp_cloud(gce_server, gce):  # noqa: F811
     return Cloud("gcp", "us-central1", "e2-small", "ubuntu-24.04", make, alive, env, zone="us-central1-a")
 
 
-@pytest.fixture(scope="module")
-def arm_server():
-    from tests.fakes.arm import ArmFake
-
-    fake = ArmFake().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def arm(arm_server):
-    arm_server.reset()
-    yield arm_server
-    arm_server.reset()
-
-
 AZURE_TYPES = ("Microsoft.Compute/virtualMachines", "Microsoft.Network/networkInterfaces",
                "Microsoft.Network/networkSecurityGroups",
                "Microsoft.Network/publicIPAddresses", "Microsoft.Compute/disks", "Microsoft.Compute/snapshots")
 
 
 @pytest.fixture
-def azure_cloud(arm):
+def azure_cloud(fake):
+    arm = fake
     from providers.azure import AzureConfig, AzureProvider
 
     def make():
@@ -214,7 +200,8 @@ async def test_gcp_faults_retry_or_fail_clean(fault, outcome, code, gcp_cloud, g
     dict(action="lro_fail", method="PUT", resource_type="Microsoft.Compute/virtualMachines",
          code="AllocationFailed", message="no capacity"),  # after the VM PUT
 ])
-async def test_azure_failure_at_each_sub_step_removes_every_part(fault, azure_cloud, arm, ferretdb, tmp_path):
+async def test_azure_failure_at_each_sub_step_removes_every_part(fault, azure_cloud, fake, ferretdb, tmp_path):
+    arm = fake
     arm.add_fault(**fault)
     settings = settings_for(azure_cloud, ferretdb, tmp_path, max_attempts=2)
     async with onebox_for(azure_cloud, settings) as (api, svc):
@@ -226,7 +213,8 @@ async def test_azure_failure_at_each_sub_step_removes_every_part(fault, azure_cl
         assert azure_cloud.alive() == []
 
 
-async def test_azure_full_flow_leaves_one_of_each_and_then_nothing(azure_cloud, arm, ferretdb, tmp_path):
+async def test_azure_full_flow_leaves_one_of_each_and_then_nothing(azure_cloud, fake, ferretdb, tmp_path):
+    arm = fake
     async with onebox_for(azure_cloud, settings_for(azure_cloud, ferretdb, tmp_path)) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         inst = (await api.post("/v1/instances", json=azure_cloud.body(), headers=headers)).json()

@@ -16,18 +16,7 @@ API_NET = "2024-05-01"
 API_VM = "2024-07-01"
 
 
-@pytest.fixture(scope="module")
-def arm():
-    fake = ArmFake().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def fake(arm):
-    arm.reset()
-    yield arm
-    arm.reset()
+from tests.fakes.fixtures import arm, fake  # noqa: E402,F401  (fixtures)
 
 
 @pytest.fixture

@@ -38,18 +38,7 @@ DISK = "Microsoft.Compute/disks"
 SNAP = "Microsoft.Compute/snapshots"
 
 
-@pytest.fixture(scope="module")
-def arm():
-    fake = ArmFake().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def fake(arm):
-    arm.reset()
-    yield arm
-    arm.reset()
+from tests.fakes.fixtures import arm, fake  # noqa: E402,F401  (fixtures)
 
 
 def _provider(fake: ArmFake, **overrides) -> AzureProvider:
