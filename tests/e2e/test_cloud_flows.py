@@ -11,8 +11,7 @@ from tests.api.helpers import wait_status
 from tests.conftest import make_settings
 from tests.e2e.cloud_support import Cloud, full_flow, onebox_for
 from tests.providers.aws_fixtures import aws_env, moto_ec2  # noqa: F401  (fixtures)
-from tests.fakes.fixtures import arm, fake  # noqa: F401  (fixtures)
-from tests.providers.test_gcp import PROJECT, gce, gce_server  # noqa: F401  (fixtures)
+from tests.fakes.fixtures import GCE_PROJECT as PROJECT, arm, fake, gce, gce_server  # noqa: F401  (fixtures)
 
 
 

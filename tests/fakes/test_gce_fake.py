@@ -13,25 +13,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes.gce import GceFake, GceFakeServer
 
-PROJECT = "onebox-test"
+from tests.fakes.fixtures import GCE_PROJECT as PROJECT, gce, gce_server  # noqa: E402,F401  (fixtures)
 ZONE = "us-central1-a"
 IMAGE = "projects/debian-cloud/global/images/family/debian-12"
 
 
-@pytest.fixture(scope="session")
-def fake_server():
-    server = GceFakeServer(GceFake(PROJECT)).start()
-    yield server
-    server.stop()
+@pytest.fixture
+def fake_server(gce_server):
+    return gce_server
 
 
 @pytest.fixture
-def fake(fake_server):
-    fake_server.fake.reset()
-    yield fake_server.fake
-    fake_server.fake.clear_faults()
+def fake(gce):
+    return gce
 
 
 @pytest.fixture

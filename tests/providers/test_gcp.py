@@ -22,26 +22,14 @@ from providers.base import (
     SnapshotState,
 )
 from providers.gcp import GcpConfig, GcpProvider, gce_name, label_value
-from tests.fakes.gce import GceFake, GceFakeServer
+from tests.fakes.gce import GceFake
 from tests.providers.contract import ProviderContract
 
-PROJECT = "onebox-test"
+from tests.fakes.fixtures import GCE_PROJECT as PROJECT, gce, gce_server  # noqa: E402,F401  (fixtures)
 ZONES = ("us-central1-a", "us-central1-b", "europe-west1-b")
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVh9k3YgCz0m3b0nB2H0q8q3oH9u3Xl0VvS1r7Jm1xY alice@laptop"
 
 
-@pytest.fixture(scope="session")
-def gce_server():
-    server = GceFakeServer(GceFake(PROJECT)).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def gce(gce_server):
-    gce_server.fake.reset()
-    yield gce_server.fake
-    gce_server.fake.clear_faults()
 
 
 def config(url: str, **overrides) -> GcpConfig:
