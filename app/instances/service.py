@@ -144,7 +144,6 @@ class InstanceService:
             "private_ip": None,
             "ssh_port": None,
             "cloud_id": None,
-            "health": None,
             "created_at": now,
             "updated_at": now,
             "job": new_job("provision", now),
