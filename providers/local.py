@@ -89,7 +89,7 @@ def _find_binary(*candidates: str) -> str | None:
     return None
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
     """Alive and not a zombie (a killed session's process may wait a while to be reaped)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -372,7 +372,7 @@ class LocalProvider:
                     os.kill(pid, sig)
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline:
-                remaining = [p for p in pids if _running(p)]
+                remaining = [p for p in pids if process_running(p)]
                 if not remaining:
                     return
                 time.sleep(0.05)

@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.auth.tokens import AgentPrincipal, InvalidToken, Principal
 from app.problems import Problem
+from app.ratelimit import check_rate
 
 _bearer = HTTPBearer(auto_error=False, description="a user JWT: `onebox token --user NAME`")
 
@@ -28,8 +29,6 @@ async def current_user(
     except InvalidToken:
         # The reason is not told on purpose: it would help an attacker tune a forgery.
         raise _unauthorized("the token is invalid or expired") from None
-    from app.ratelimit import check_rate
-
     await check_rate(services, principal.subject)
     return principal
 

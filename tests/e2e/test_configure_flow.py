@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from providers.local import LocalConfig, LocalProvider
+from providers.local import LocalConfig, LocalProvider, process_running
 from tests.api.helpers import instance_body, wait_status
 from tests.conftest import make_settings
 from tests.support import free_port
@@ -56,15 +56,6 @@ async def served_app(settings, providers=None):
 def configured_settings(ferretdb, tmp_path, **overrides):
     return make_settings(ferretdb, tmp_path / "data", configure="ansible", agent_interval_seconds=2,
                          public_url=f"http://127.0.0.1:{free_port()}", configure_timeout_seconds=300, **overrides)
-
-
-def pid_alive(pid: int) -> bool:
-    """Running, not merely a zombie waiting for its (reparented) parent to reap it."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 async def test_configure_then_agent_reports_then_delete_stops_it(ferretdb, tmp_path, ssh_keypair):
@@ -120,11 +111,11 @@ async def test_configure_then_agent_reports_then_delete_stops_it(ferretdb, tmp_p
         everything = json.dumps((await api.get(path + "/events", headers=headers)).json()) + json.dumps(inst)
         assert token not in everything, "the agent token appears in no response or event"
         pid = int((disk / "run" / "onebox-agent.pid").read_text())
-        assert pid_alive(pid)
+        assert process_running(pid)
 
         assert (await api.delete(path, headers=headers)).status_code == 202
         await wait_status(api, path, headers, {"deleted"}, 60)
-        assert not pid_alive(pid), "the agent process is gone with its instance"
+        assert not process_running(pid), "the agent process is gone with its instance"
         refused = await api.post("/v1/agent/metrics", headers={"Authorization": f"Bearer {token}"},
                                  json={"instance_id": inst["id"], "samples": [{"at": "2026-01-01T00:00:00Z"}]})
         assert refused.status_code == 401

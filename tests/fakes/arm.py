@@ -853,14 +853,19 @@ class ArmState:
         return None
 
     # ------------------------------------------------------------- operations
-    def _h_operation(self, ctx, route):
-        op = self.ops.get(route.name)
+    def _poll(self, name: str) -> Op:
+        """One poll of an operation: it completes after enough of them."""
+        op = self.ops.get(name)
         if op is None:
-            raise ArmError(404, "NotFound", f"Operation '{route.name}' was not found.")
+            raise ArmError(404, "NotFound", f"Operation '{name}' was not found.")
         if op.status == "InProgress":
             op.polls += 1
             if op.polls > (self.lro_polls if op.min_polls is None else op.min_polls):
                 self._complete(op)
+        return op
+
+    def _h_operation(self, ctx, route):
+        op = self._poll(route.name)
         body: dict[str, Any] = {"name": op.id, "status": op.status, "startTime": op.start_iso}
         if op.ended:
             body["endTime"] = op.ended
@@ -872,13 +877,7 @@ class ArmState:
         return 200, body, hdrs
 
     def _h_operation_result(self, ctx, route):
-        op = self.ops.get(route.name)
-        if op is None:
-            raise ArmError(404, "NotFound", f"Operation '{route.name}' was not found.")
-        if op.status == "InProgress":
-            op.polls += 1
-            if op.polls > (self.lro_polls if op.min_polls is None else op.min_polls):
-                self._complete(op)
+        op = self._poll(route.name)
         if op.status == "InProgress":
             return 202, None, {"Location": f"{ctx.base}{self._op_path(op, 'operationResults', ctx.api_version)}"}
         if op.status == "Failed":

@@ -9,22 +9,14 @@ import pytest
 from app.ids import new_instance_id
 from providers.base import InstanceSpec
 from providers.local import LocalConfig, LocalProvider
+from tests.conftest import _remove_local_instances
 from tests.providers.contract import ProviderContract
 
 
 @pytest.fixture
 def provider(tmp_path, ssh_keypair):
-    local = LocalProvider(LocalConfig(root=tmp_path / "local"))
-    yield local
-    for resource in local.list_managed():
-        if resource.kind == "instance":
-            local.delete_instance(resource_ref(resource))
-
-
-def resource_ref(resource):
-    from providers.base import InstanceRef
-
-    return InstanceRef(resource.instance_id, resource.region)
+    yield LocalProvider(LocalConfig(root=tmp_path / "local"))
+    _remove_local_instances(tmp_path)
 
 
 @pytest.fixture
