@@ -8,6 +8,7 @@ the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
 from typing import Any, Callable, TypeVar
@@ -89,4 +90,7 @@ class ProviderRegistry:
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.settings.provider_threads)
+        if self.settings.inject_cloud_latency_seconds:
+            # A slow cloud, simulated without holding a thread: what scale-out is measured against.
+            await asyncio.sleep(self.settings.inject_cloud_latency_seconds)
         return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self._limiter)

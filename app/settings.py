@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     local_address_first: int = 10  # 127.0.0.N, N from first to last
     local_address_last: int = 250
     local_create_delay_seconds: float = Field(default=0.0, description="pretend the 'cloud' is slow (tests, demos)")
+    inject_cloud_latency_seconds: float = Field(
+        default=0.0, ge=0, description="wait this long before every provider call (scale-out drills and benchmarks)")
 
     # --- configuration management ---------------------------------------
     configure: Literal["ansible", "skip"] = Field(
