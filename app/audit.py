@@ -23,10 +23,20 @@ class AuditLog:
         self.address = request.client.host if request.client else None
 
     async def record(self, action: str, target_type: str, target_id: str, **detail: str) -> None:
-        await self.collection.insert_one({
-            "at": utcnow(), "actor": self.principal.subject, "role": self.principal.role, "action": action,
-            "target_type": target_type, "target_id": target_id, "address": self.address, "detail": detail or None,
-        })
+        await self.collection.insert_one(_entry(self.principal.subject, self.principal.role, action, target_type,
+                                                target_id, self.address, detail))
+
+
+def _entry(actor: str, role: str, action: str, target_type: str, target_id: str, address: str | None,
+           detail: dict[str, str]) -> dict:
+    return {"at": utcnow(), "actor": actor, "role": role, "action": action, "target_type": target_type,
+            "target_id": target_id, "address": address, "detail": detail or None}
+
+
+async def record_system_action(db, actor: str, action: str, target_type: str, target_id: str,
+                               **detail: str) -> None:
+    """An action onebox took by itself (the reaper), in the same log as the users' own."""
+    await db.audit.insert_one(_entry(actor, "system", action, target_type, target_id, None, detail))
 
 
 async def audit_log(request: Request, user: CurrentUser) -> AuditLog:

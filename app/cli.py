@@ -67,7 +67,20 @@ def cmd_worker(args) -> int:
             await services.close()
 
     asyncio.run(main())
+    _exit_without_abandoned_calls()
     return 0
+
+
+def _exit_without_abandoned_calls() -> None:
+    """A worker stopped mid-step may leave a cloud SDK call running in a thread whose job it has
+    already handed back; don't wait minutes for it to return."""
+    import logging
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
 
 
 def cmd_token(args) -> int:

@@ -93,4 +93,7 @@ class ProviderRegistry:
         if self.settings.inject_cloud_latency_seconds:
             # A slow cloud, simulated without holding a thread: what scale-out is measured against.
             await asyncio.sleep(self.settings.inject_cloud_latency_seconds)
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self._limiter)
+        # abandon_on_cancel: a stopping worker hands its job back at once instead of waiting for a
+        # blocking SDK call to return (steps are idempotent; the call's result is simply dropped).
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self._limiter,
+                                              abandon_on_cancel=True)

@@ -14,20 +14,46 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from typing import Awaitable, Callable, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout
 
 from app.settings import Settings
 
 log = logging.getLogger("onebox.db")
 
 DUPLICATE_KEY = 11000  # match errors by code, never by message
+# The database is unreachable or too slow right now (AutoReconnect, NetworkTimeout and
+# ServerSelectionTimeoutError are ConnectionFailures): worth waiting for, never a reason to fail a job.
+DATABASE_DOWN = (ConnectionFailure, ExecutionTimeout)
+T = TypeVar("T")
 
 
 def is_duplicate_key(exc: Exception) -> bool:
     return isinstance(exc, DuplicateKeyError) or getattr(exc, "code", None) == DUPLICATE_KEY
+
+
+def is_database_down(exc: BaseException) -> bool:
+    return isinstance(exc, DATABASE_DOWN) or bool(getattr(exc, "timeout", False))
+
+
+async def retry_while_down(op: Callable[[], Awaitable[T]], *, deadline: float, what: str) -> T:
+    """Run ``op`` until it gets through, waiting out a database outage until ``deadline``
+    (``time.monotonic()``); past it, the last error is raised. ``op`` must be safe to repeat:
+    an outage can swallow the answer to a write that was applied."""
+    delay = 0.25
+    while True:
+        try:
+            return await op()
+        except Exception as exc:
+            if not is_database_down(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unavailable (%s) during %s; retrying in %.1fs", type(exc).__name__, what, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 4.0)
 
 
 def connect(settings: Settings) -> AsyncMongoClient:

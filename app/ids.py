@@ -7,6 +7,7 @@ rely on; lowercase letters and digits keep GCE and Azure name rules happy.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import time
@@ -23,10 +24,21 @@ def _encode(value: int, length: int) -> str:
     return "".join(reversed(out))
 
 
-def new_id(prefix: str) -> str:
-    stamp = int(time.time() * 1000) & ((1 << 48) - 1)
+def new_id(prefix: str, at: float | None = None) -> str:
+    """A fresh id made now (or at ``at``, a Unix time: tests and imports)."""
+    stamp = int((time.time() if at is None else at) * 1000) & ((1 << 48) - 1)
     rand = int.from_bytes(os.urandom(10), "big")
     return f"{prefix}-{_encode((stamp << 80) | rand, 26)}"
+
+
+def id_created_at(value: str) -> dt.datetime | None:
+    """When an id was made (millisecond precision), or None for something that is not our id."""
+    if not ID_PATTERN.match(value):
+        return None
+    number = 0
+    for char in value[2:]:
+        number = number * 32 + _ALPHABET.index(char)
+    return dt.datetime.fromtimestamp((number >> 80) / 1000, dt.timezone.utc)
 
 
 def new_instance_id() -> str:

@@ -15,8 +15,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, NetworkTimeout, PyMongoError, ServerSelectionTimeoutError
+from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.db import is_database_down
 
 log = logging.getLogger("onebox.api")
 
@@ -88,9 +90,6 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     return out
 
 
-DATABASE_DOWN = (ServerSelectionTimeoutError, ConnectionFailure, NetworkTimeout, ExecutionTimeout)
-
-
 def allowed_methods(app: FastAPI, path: str) -> list[str]:
     """The methods the published API serves at ``path`` (from the OpenAPI document)."""
     table = getattr(app.state, "_allow_table", None)
@@ -131,7 +130,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(PyMongoError)
     async def _database(request: Request, exc: PyMongoError):
-        if isinstance(exc, DATABASE_DOWN) or getattr(exc, "timeout", False):
+        if is_database_down(exc):
             log.warning("database unavailable: %s", type(exc).__name__)
             return problem_response(
                 Problem(503, "database_unavailable", "Database unavailable", "try again shortly",

@@ -90,8 +90,10 @@ class Settings(BaseSettings):
     agent_token_ttl_days: int = 365
     agent_auth_cache_seconds: float = Field(default=2.0, description="how long an agent's token check is cached")
     metrics_retention_days: float = 7.0
-    maintenance_seconds: float = Field(default=600.0, description="how often workers purge and reap")
+    maintenance_seconds: float = Field(default=600.0, description="how often workers purge old metrics")
     reaper_enabled: bool = True
+    reaper_interval_seconds: float = Field(default=300.0, gt=0, description="how often one worker (a lease "
+                                                                          "picks which) reaps")
     reaper_grace_seconds: float = Field(default=600.0, description="how long an ended record must be unchanged "
                                                                    "before its left-over resources are removed")
     metrics_max_future_seconds: int = 300
@@ -128,6 +130,12 @@ class Settings(BaseSettings):
     backoff_base_seconds: float = 2.0
     backoff_max_seconds: float = 120.0
     wait_running_timeout_seconds: float = 600.0
+    shutdown_grace_seconds: float = Field(
+        default=8.0, ge=0, description="on SIGTERM, how long running steps may take to finish before their "
+                                       "jobs are handed back (fits Docker's 10 s stop timeout)")
+    test_kill_at: Annotated[list[str], NoDecode] = Field(
+        default=[], description="crash drills only: SIGKILL this worker at these steps (`create`, "
+                                "`create:before`, `cleanup`, …); empty = never")
     inject_faults: Annotated[list[str], NoDecode] = Field(
         default=[], description="step names that fail right after doing their work (tests and failure drills)"
     )
@@ -159,7 +167,7 @@ class Settings(BaseSettings):
     azure_ssh_cidr: str = "0.0.0.0/0"
     azure_polling_interval: float = 5.0
 
-    @field_validator("providers", "inject_faults", "aws_regions", "gcp_zones", "azure_locations", "url_allowlist",
+    @field_validator("providers", "inject_faults", "test_kill_at", "aws_regions", "gcp_zones", "azure_locations", "url_allowlist",
                      "jwks_allowed_hosts",
                      mode="before")
     @classmethod

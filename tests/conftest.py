@@ -87,6 +87,9 @@ def make_settings(ferretdb, data_dir: Path, **overrides) -> Settings:
         quota_max_instances=100,  # tests of quotas and rate limits set their own
         quota_max_vcpus=1000,
         rate_limit_per_minute=100_000,
+        # Cloud stand-ins are shared by the session's tests, each with a database of its own: to one
+        # test's reaper, another's resources have no record. Tests of the reaper turn it on.
+        reaper_enabled=False,
     )
     values.update(overrides)
     return Settings(**values)

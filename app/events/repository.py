@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from app.db import is_duplicate_key, retry_while_down
+
 from pymongo.asynchronous.collection import AsyncCollection
 
 from app.clock import utcnow
@@ -21,10 +23,23 @@ class EventLog:
     def __init__(self, collection: AsyncCollection) -> None:
         self.collection = collection
 
-    async def add(self, instance_id: str, type_: str, message: str, *, step: str | None = None) -> None:
+    async def add(self, instance_id: str, type_: str, message: str, *, step: str | None = None,
+                  wait_until: float | None = None) -> None:
+        """Record one event. With ``wait_until`` (a monotonic deadline: a job's lease), a database
+        outage is waited out instead of raised; the event keeps its ``_id`` across tries, so one
+        that was written before the answer got lost is not written twice."""
         doc = {"instance_id": instance_id, "at": utcnow(), "type": type_, "step": step,
                "message": message[-MAX_MESSAGE_CHARS:]}
-        await self.collection.insert_one(doc)
+        if wait_until is None:
+            await self.collection.insert_one(doc)
+        else:
+            async def once():
+                try:
+                    await self.collection.insert_one(doc)
+                except Exception as exc:
+                    if not is_duplicate_key(exc):
+                        raise
+            await retry_while_down(once, deadline=wait_until, what=f"an event of {instance_id}")
         log.info("%s %s%s: %s", instance_id, type_, f" [{step}]" if step else "", message[:300])
 
     async def list(self, instance_id: str, limit: int = 1000) -> list[dict[str, Any]]:

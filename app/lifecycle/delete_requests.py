@@ -7,12 +7,19 @@ job carries it out: once the target has no active job (a provision job sees
 the request and cancels at its next step; a snapshot being made finishes
 first), it moves the target to ``deleting`` and queues the delete job. A
 request for a target already deleting or deleted just ends.
+
+The reaper files requests here too, with ``action: mark_lost``, for a running
+instance whose VM is gone from the cloud: the dispatcher then moves the idle
+instance to ``failed`` (code ``cloud_resource_missing``) instead, and removes
+the request so the user can still delete the record. Going through this one
+queue keeps a record to one writer, and a user's delete filed first wins.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from app import quotas
 from app.clock import utcnow
 from app.lifecycle.engine import JobBase, JobContext, NotYet
 from app.lifecycle.states import INSTANCE_TRANSITIONS, SNAPSHOT_TRANSITIONS, check_transition
@@ -20,6 +27,9 @@ from app.worker.jobs import new_job
 
 TABLES = {"instances": INSTANCE_TRANSITIONS, "snapshots": SNAPSHOT_TRANSITIONS}
 WAIT_SECONDS = 0.5
+MARK_LOST = "mark_lost"
+LOST_ERROR = {"code": "cloud_resource_missing", "step": "reaper",
+              "message": "the VM disappeared from the cloud while running (deleted outside onebox?)"}
 
 
 def new_delete_request(collection: str, target: dict[str, Any], requested_by: str) -> dict[str, Any]:
@@ -49,6 +59,9 @@ class DispatchDeleteJob(JobBase):
             return None
         if target.get("job") is not None:
             raise NotYet(WAIT_SECONDS)  # its current job ends first (a provision job cancels itself)
+        if ctx.doc.get("action") == MARK_LOST:
+            await self._mark_lost(ctx, collection, target)
+            return None
         check_transition(target["status"], "deleting", TABLES[name])
         now = utcnow()
         moved = await collection.update_one(
@@ -60,7 +73,25 @@ class DispatchDeleteJob(JobBase):
             await ctx.event("status", f"{kind} {target['status']} → deleting", "delete")
         return None
 
+    @staticmethod
+    async def _mark_lost(ctx: JobContext, collection, target: dict[str, Any]) -> None:
+        if target["status"] != "running":
+            return  # it moved on (deleted, say): nothing is lost any more
+        check_transition("running", "failed", INSTANCE_TRANSITIONS)
+        moved = await collection.update_one(
+            {"_id": target["_id"], "status": "running", "job": None},
+            {"$set": {"status": "failed", "updated_at": utcnow(), "error": LOST_ERROR,
+                      "public_ip": None, "private_ip": None, "agent_jti_hash": None}},
+        )
+        if moved.matched_count:
+            await ctx.event("status", f"running → failed: {LOST_ERROR['message']}", "reaper")
+            await ctx.db_call(lambda: quotas.release(ctx.services.db, target["_id"]), "releasing quota")
+
     async def succeed(self, ctx: JobContext) -> bool:
+        if ctx.doc.get("action") == MARK_LOST:  # done: a user's delete may follow
+            await ctx.db_call(lambda: ctx.services.db.delete_requests.delete_one(
+                {"_id": ctx.doc["_id"], "job.token": ctx.claim.token}), "removing the request")
+            return True
         await ctx.claim.update({"$set": {"job": None, "dispatched_at": utcnow()}})
         return True
 

@@ -11,7 +11,17 @@ runs them the same way for every kind of job:
   exponential backoff, up to ``max_attempts`` tries of that step;
 * any other failure is recorded in ``job.failure`` and the definition's
   cleanup runs (itself retried, never given up), then ``fail``;
-* every write is guarded by the lease (see ``app.worker.jobs``).
+* every write is guarded by the lease (see ``app.worker.jobs``);
+* a database outage is waited out, never a reason to fail: writes are retried
+  while the lease surely holds, and a step that met the outage runs again
+  (steps are idempotent) once the database answers;
+* a worker that is stopping hands its job back at the next step boundary.
+
+``ONEBOX_TEST_KILL_AT`` (drills and tests only; nothing happens unless it is
+set) makes the worker process die by SIGKILL at a named step: ``<step>``
+right after the step's work and before it is recorded (the moment a crash
+hurts most), ``<step>:before`` just before its work. ``cleanup`` names the
+cleanup of a failed job.
 """
 
 from __future__ import annotations
@@ -19,11 +29,15 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import random
+import signal
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from app.clock import utcnow
+from app.db import is_database_down, retry_while_down
 from app.lifecycle.states import check_transition
 from app.services import Services
 from app.worker.jobs import Claim, JobQueue, LeaseLost
@@ -42,11 +56,20 @@ class NotYet(Exception):
         self.delay = delay
 
 
+def kill_if_drilled(settings, step: str, moment: str = "") -> None:
+    """The crash drill: die like a power cut (SIGKILL, no cleanup, no flush) at a named step."""
+    name = f"{step}:{moment}" if moment else step
+    if name in settings.test_kill_at:
+        log.critical("ONEBOX_TEST_KILL_AT=%s: killing this worker now", name)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @dataclass
 class JobContext:
     services: Services
     claim: Claim
     table: dict
+    stopping: asyncio.Event | None = None  # set when the worker shuts down: hand over at the next step
 
     @property
     def doc(self) -> dict[str, Any]:
@@ -57,7 +80,12 @@ class JobContext:
         return self.doc.get("instance_id") or self.doc["_id"]
 
     async def event(self, type_: str, message: str, step: str | None = None) -> None:
-        await self.services.events.add(self.event_instance_id, type_, message, step=step)
+        await self.services.events.add(self.event_instance_id, type_, message, step=step,
+                                       wait_until=self.claim.lease_deadline)
+
+    async def db_call(self, op, what: str):
+        """A database call from a job (safe to repeat): an outage is waited out while the lease holds."""
+        return await retry_while_down(op, deadline=self.claim.lease_deadline, what=what)
 
     async def transition(self, target: str, sets: dict[str, Any] | None = None,
                          condition: dict[str, Any] | None = None) -> bool:
@@ -135,13 +163,19 @@ async def _run_steps(ctx: JobContext, definition: JobDefinition) -> dict[str, An
             await ctx.claim.update({"$set": {"job.failure": failure, "job.attempts": 0}})
             await ctx.event("step.cancelled", "delete requested: stopping and cleaning up", step)
             return failure
+        if ctx.stopping is not None and ctx.stopping.is_set():
+            await ctx.claim.release()
+            await ctx.event("step.handed_over", f"worker stopping: {step} is left to another worker", step)
+            return None
         if definition.announce_steps:
             await ctx.event("step.started", f"{step} started", step)
         failure = None
         try:
-            sets = await definition.run_step(step, ctx) or {}
+            kill_if_drilled(settings, step, "before")
+            sets = await _run_step_through_outages(ctx, definition, step)
             if step in settings.inject_delays:
                 await asyncio.sleep(settings.inject_delays[step])
+            kill_if_drilled(settings, step)
             if step in settings.inject_faults:
                 raise ProviderError(f"fault injected after {step} (ONEBOX_INJECT_FAULTS)", code=FAULT_CODE)
         except LeaseLost:
@@ -162,14 +196,16 @@ async def _run_steps(ctx: JobContext, definition: JobDefinition) -> dict[str, An
                 await ctx.event("step.retrying", f"{exc.message}; retrying in {delay:.0f}s", step)
                 return None
             failure = {"code": exc.code, "message": exc.message, "step": step}
-        except Exception:  # noqa: BLE001 - any bug must still end in cleanup, not a stuck job
+        except Exception as exc:  # noqa: BLE001 - any bug must still end in cleanup, not a stuck job
+            if is_database_down(exc):
+                raise  # not the job's fault: the lease runs out and the step is tried again
             log.exception("step %s of %s failed unexpectedly", step, ctx.doc["_id"])
             failure = {"code": "internal_error", "message": f"unexpected error during {step}", "step": step}
         if failure is not None:
             await ctx.claim.update({"$set": {"job.failure": failure, "job.attempts": 0}})
             await ctx.event("step.failed", f"{step} failed: {failure['message']}", step)
             return failure
-        await ctx.claim.update({"$push": {"job.steps_done": step},
+        await ctx.claim.update({"$addToSet": {"job.steps_done": step},
                                 "$set": {**sets, "job.attempts": 0, "updated_at": utcnow()}})
         if definition.announce_steps:
             await ctx.event("step.succeeded", f"{step} done", step)
@@ -181,9 +217,22 @@ async def _run_steps(ctx: JobContext, definition: JobDefinition) -> dict[str, An
     return failure
 
 
+async def _run_step_through_outages(ctx: JobContext, definition: JobDefinition, step: str) -> dict[str, Any]:
+    """Run one step; if the database goes away under it, wait for it and run the step again."""
+    while True:
+        try:
+            return await definition.run_step(step, ctx) or {}
+        except Exception as exc:
+            if not is_database_down(exc) or time.monotonic() > ctx.claim.lease_deadline:
+                raise
+            log.warning("database unavailable during %s of %s; running the step again", step, ctx.doc["_id"])
+            await asyncio.sleep(1.0)
+
+
 async def _cleanup(ctx: JobContext, definition: JobDefinition, failure: dict[str, Any], settings) -> None:
     await ctx.event("cleanup.started", "removing everything this instance may own", "cleanup")
     try:
+        kill_if_drilled(settings, "cleanup")
         await definition.cleanup(ctx)
     except LeaseLost:
         raise

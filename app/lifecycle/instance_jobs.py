@@ -32,7 +32,10 @@ class ProvisionJob(JobBase):
         return ctx.services.providers.get(ctx.doc["provider"])
 
     async def cancel_requested(self, ctx: JobContext) -> bool:
-        return await ctx.services.db.delete_requests.count_documents({"_id": ctx.doc["_id"]}, limit=1) > 0
+        requests = ctx.services.db.delete_requests
+        found = await ctx.db_call(lambda: requests.count_documents({"_id": ctx.doc["_id"]}, limit=1),
+                                  "a look for a delete request")
+        return found > 0
 
     async def run_step(self, step: str, ctx: JobContext) -> dict[str, Any] | None:
         provider = self.provider(ctx)
@@ -77,7 +80,8 @@ class ProvisionJob(JobBase):
 
     async def fail(self, ctx: JobContext, failure: dict[str, Any]) -> None:
         await ctx.transition(S.FAILED, {"job": None, "error": failure, "public_ip": None, "private_ip": None})
-        await quotas.release(ctx.services.db, ctx.doc["_id"])  # nothing runs any more: it no longer counts
+        # nothing runs any more: it no longer counts
+        await ctx.db_call(lambda: quotas.release(ctx.services.db, ctx.doc["_id"]), "releasing quota")
 
 
 class DeleteInstanceJob(JobBase):
@@ -95,7 +99,7 @@ class DeleteInstanceJob(JobBase):
 
     async def succeed(self, ctx: JobContext) -> bool:
         await ctx.transition(S.DELETED, {"job": None, "deleted_at": utcnow(), "agent_jti_hash": None})
-        await quotas.release(ctx.services.db, ctx.doc["_id"])
+        await ctx.db_call(lambda: quotas.release(ctx.services.db, ctx.doc["_id"]), "releasing quota")
         return True
 
 

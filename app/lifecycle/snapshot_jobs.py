@@ -44,7 +44,7 @@ class CreateSnapshotJob(JobBase):
 
     async def fail(self, ctx: JobContext, failure: dict[str, Any]) -> None:
         await ctx.transition(S.FAILED, {"job": None, "error": failure})
-        await quotas.release(ctx.services.db, ctx.doc["_id"])
+        await ctx.db_call(lambda: quotas.release(ctx.services.db, ctx.doc["_id"]), "releasing quota")
 
 
 class DeleteSnapshotJob(JobBase):
@@ -60,7 +60,7 @@ class DeleteSnapshotJob(JobBase):
 
     async def succeed(self, ctx: JobContext) -> bool:
         await ctx.transition(S.DELETED, {"job": None, "deleted_at": utcnow()})
-        await quotas.release(ctx.services.db, ctx.doc["_id"])
+        await ctx.db_call(lambda: quotas.release(ctx.services.db, ctx.doc["_id"]), "releasing quota")
         return True
 
 

@@ -32,7 +32,8 @@ class InstanceStatus(_DocumentedStatus):
 
     RUNNING = "running", "Ready for the user: reachable over SSH, reporting health."
 
-    FAILED = "failed", "A step failed for good; everything it created was removed. ``error`` says why."
+    FAILED = "failed", ("A step failed for good and everything it created was removed, or the VM vanished "
+                        "from the cloud while running (code ``cloud_resource_missing``). ``error`` says why.")
 
     DELETING = "deleting", "The user asked to delete it; a worker is removing it from the cloud."
 
@@ -56,7 +57,7 @@ INSTANCE_TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {
     I.PENDING: frozenset({I.PROVISIONING, I.FAILED}),
     I.PROVISIONING: frozenset({I.CONFIGURING, I.FAILED}),
     I.CONFIGURING: frozenset({I.RUNNING, I.FAILED}),
-    I.RUNNING: frozenset({I.DELETING}),
+    I.RUNNING: frozenset({I.DELETING, I.FAILED}),  # failed: the reaper found the VM gone
     I.FAILED: frozenset({I.DELETING}),
     I.DELETING: frozenset({I.DELETED}),
     I.DELETED: frozenset(),

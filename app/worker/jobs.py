@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 
 from app.clock import utcnow
-from app.db import is_duplicate_key
+from app.db import is_duplicate_key, retry_while_down
 
 
 class LeaseLost(Exception):
@@ -69,6 +70,9 @@ class Claim:
 
     def __post_init__(self) -> None:
         self._lock = asyncio.Lock()  # the renewer and the steps write one at a time
+        # Until when (monotonic) the lease surely holds: while the database is down, writes are
+        # retried up to here; past it another worker may have taken over, so we stop.
+        self.lease_deadline = time.monotonic() + self.queue.lease.total_seconds()
 
     @property
     def id(self) -> str:
@@ -81,12 +85,19 @@ class Claim:
     def _guard(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"_id": self.id, "job.token": self.token, **(extra or {})}
 
+    async def _write(self, filter_: dict[str, Any], update: dict[str, Any]) -> dict[str, Any] | None:
+        async def once():
+            async with self._lock:
+                return await self.queue.collection.find_one_and_update(
+                    filter_, update, return_document=ReturnDocument.AFTER)
+        return await retry_while_down(once, deadline=self.lease_deadline, what=f"a write to {self.id}")
+
     async def update(self, update: dict[str, Any], *, extra_filter: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Apply ``update`` while we still hold the lease; return the new document."""
-        async with self._lock:
-            doc = await self.queue.collection.find_one_and_update(
-                self._guard(extra_filter), update, return_document=ReturnDocument.AFTER
-            )
+        """Apply ``update`` while we still hold the lease; return the new document.
+
+        Updates must be safe to apply twice (``$set``, ``$addToSet``): a write retried
+        after an outage may already have been applied."""
+        doc = await self._write(self._guard(extra_filter), update)
         if doc is None:
             raise LeaseLost(self.id)
         self.doc = doc
@@ -94,23 +105,30 @@ class Claim:
 
     async def update_if(self, condition: dict[str, Any], update: dict[str, Any]) -> dict[str, Any] | None:
         """Like ``update``, but only when ``condition`` also holds; None when it does not."""
-        async with self._lock:
-            doc = await self.queue.collection.find_one_and_update(
-                self._guard(condition), update, return_document=ReturnDocument.AFTER
-            )
+        doc = await self._write(self._guard(condition), update)
         if doc is not None:
             self.doc = doc
             return doc
-        if await self.queue.collection.count_documents(self._guard(), limit=1) == 0:
+        held = await retry_while_down(lambda: self.queue.collection.count_documents(self._guard(), limit=1),
+                                      deadline=self.lease_deadline, what=f"a read of {self.id}")
+        if held == 0:
             raise LeaseLost(self.id)
         return None
 
     async def renew(self) -> bool:
+        started = time.monotonic()
         async with self._lock:
             result = await self.queue.collection.update_one(
                 self._guard(), {"$set": {"job.lease_until": utcnow() + self.queue.lease}}
             )
-        return result.matched_count == 1
+        if result.matched_count == 1:
+            self.lease_deadline = started + self.queue.lease.total_seconds()
+            return True
+        return False
+
+    async def release(self) -> None:
+        """Give the job back at once (worker stopping): another worker may claim it right away."""
+        await self.update({"$set": JobQueue.release_fields(utcnow())})
 
 
 class JobQueue:

@@ -37,6 +37,7 @@ class Worker:
             (JobQueue(db.snapshots, db.claims, self.worker_id, lease), SNAPSHOT_JOBS),
         ]
         self._tasks: set[asyncio.Task] = set()
+        self._stopping = asyncio.Event()  # replaced by run()'s stop event
 
     async def claim_one(self) -> tuple[Claim, dict] | None:
         for queue, definitions in self.queues:
@@ -46,18 +47,15 @@ class Worker:
         return None
 
     async def maintain(self, stop: asyncio.Event) -> None:
-        """Periodic housekeeping: metrics past retention, old rate-limit windows (TTL indexes are not
-        portable), and the reaper (cloud resources left behind by ended instances)."""
+        """Periodic housekeeping: metrics past retention and old rate-limit windows (TTL indexes
+        are not portable)."""
         from app.metrics.service import purge_old_metrics
         from app.ratelimit import purge_windows
-        from app.worker.reaper import reap
 
         while not stop.is_set():
             try:
                 purged = await purge_old_metrics(self.services)
                 await purge_windows(self.services)
-                if self.services.settings.reaper_enabled:
-                    await reap(self.services)
                 if purged:
                     log.info("purged %d metric samples past retention", purged)
             except Exception as exc:  # noqa: BLE001 - try again next round
@@ -65,28 +63,58 @@ class Worker:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.services.settings.maintenance_seconds)
 
+    async def reap_periodically(self, stop: asyncio.Event) -> None:
+        """The reaper, every ``reaper_interval_seconds``; a lease keeps it to one process at a time."""
+        from app.worker.reaper import Reaper
+
+        reaper = Reaper(self.services, self.worker_id)
+        while not stop.is_set():
+            try:
+                await reaper.run_once()
+            except Exception as exc:  # noqa: BLE001 - one failed pass must not stop the next
+                log.warning("reaper pass failed: %s", type(exc).__name__)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.services.settings.reaper_interval_seconds)
+
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.services.settings
+        self._stopping = stop
         log.info("worker %s started", self.worker_id)
-        housekeeping = asyncio.create_task(self.maintain(stop))
+        background = [asyncio.create_task(self.maintain(stop))]
+        if settings.reaper_enabled:
+            background.append(asyncio.create_task(self.reap_periodically(stop)))
+        failures = 0  # claims in a row that failed: the database is away, back off
         while not stop.is_set():
             claimed = None
             if len(self._tasks) < settings.worker_concurrency:
                 try:
                     claimed = await self.claim_one()
+                    failures = 0
                 except Exception as exc:  # noqa: BLE001 - the database may be down for a while
-                    log.warning("claiming failed: %s", type(exc).__name__)
+                    failures += 1
+                    log.warning("claiming failed (%s); backing off", type(exc).__name__)
             if claimed is not None:
                 task = asyncio.create_task(self.execute(*claimed))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
                 continue
+            pause = min(settings.poll_seconds * 2 ** failures, 10.0) if failures else settings.poll_seconds
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.poll_seconds)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, housekeeping, return_exceptions=True)
+                await asyncio.wait_for(stop.wait(), pause)
+        await self._shut_down(settings.shutdown_grace_seconds)
+        await asyncio.gather(*background, return_exceptions=True)
         log.info("worker %s stopped", self.worker_id)
+
+    async def _shut_down(self, grace: float) -> None:
+        """Jobs in flight get ``grace`` seconds to finish their step (each then hands its job back
+        at the step boundary); the rest are stopped and handed back at once."""
+        if not self._tasks:
+            return
+        log.info("stopping: %d job(s) get %.0fs to finish their current step", len(self._tasks), grace)
+        _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def run_until_idle(self, timeout: float = 60.0) -> None:
         """Run jobs until none is claimable (tests, one-shot maintenance)."""
@@ -103,7 +131,7 @@ class Worker:
         if definition is None:
             log.error("unknown job kind %r on %s", claim.job["kind"], claim.id)
             return
-        ctx = JobContext(self.services, claim, definition.table)
+        ctx = JobContext(self.services, claim, definition.table, stopping=self._stopping)
         work = asyncio.create_task(run_job(ctx, definition))
         renewer = asyncio.create_task(self._keep_lease(claim, work))
         try:
@@ -111,15 +139,28 @@ class Worker:
         except LeaseLost:
             log.warning("lost the lease on %s; another worker carries on", claim.id)
         except asyncio.CancelledError:
-            if not work.cancelled():
+            if self._stopping.is_set():
+                await self._hand_back(claim)
+            elif not work.cancelled():
                 raise
-            log.warning("job on %s stopped: lease lost or worker stopping", claim.id)
+            else:
+                log.warning("job on %s stopped: the lease was lost", claim.id)
         except Exception:  # noqa: BLE001 - the lease expires and another worker retries
             log.exception("job on %s crashed; it will be retried when its lease expires", claim.id)
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+
+    @staticmethod
+    async def _hand_back(claim: Claim) -> None:
+        """Stopping mid-step: release the lease now rather than make the next worker wait it out
+        (steps are idempotent, so the step simply runs again there)."""
+        try:
+            await asyncio.wait_for(claim.release(), 5.0)
+            log.warning("stopped mid-step on %s; handed the job back", claim.id)
+        except Exception as exc:  # noqa: BLE001 - LeaseLost or an outage: the lease then simply expires
+            log.warning("could not hand back %s (%s); its lease will expire", claim.id, type(exc).__name__)
 
     async def _keep_lease(self, claim: Claim, work: asyncio.Task) -> None:
         interval = max(self.services.settings.lease_seconds / 3, 0.2)
