@@ -121,6 +121,8 @@ class Reaper:
         by_instance: dict[str, list[ManagedResource]] = defaultdict(list)
         by_snapshot: dict[str, list[ManagedResource]] = defaultdict(list)
         for r in resources:
+            if r.state == InstanceState.TERMINATED:
+                continue  # on its way out of the listing; it costs nothing
             if r.snapshot_id:
                 by_snapshot[r.snapshot_id].append(r)
             elif r.instance_id:

@@ -133,3 +133,64 @@ async def test_two_workers_twenty_instances_each_provisioned_once(ferretdb, tmp_
                 stop(w)
         logs = "".join((tmp_path / f"worker-{n}.log").read_text() for n in range(2))
         assert "Traceback" not in logs, logs[-3000:]
+
+
+async def test_sigterm_mid_step_hands_the_job_back_at_once(ferretdb, tmp_path, ssh_keypair):
+    # A 60 s lease: the second worker can only start this soon if the first one released it.
+    settings = make_settings(ferretdb, tmp_path / "data", lease_seconds=60.0)
+    local = LocalProvider(LocalConfig(root=settings.data_dir / "local"))
+    async with running_onebox(settings, worker=False) as (api, svc):
+        headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
+        inst = (await api.post("/v1/instances", json=instance_body(ssh_keypair.public), headers=headers)).json()
+        first = start_worker(settings, tmp_path / "a.log", ONEBOX_LOCAL_CREATE_DELAY_SECONDS=120,
+                             ONEBOX_SHUTDOWN_GRACE_SECONDS=0.5)
+        try:
+            async def creating():
+                return sshd_count(local, inst["id"]) == 1
+            await wait_until(creating, what="the first worker to be inside create")
+            started = time.monotonic()
+            stop(first, signal.SIGTERM)
+            assert first.returncode == 0
+            assert time.monotonic() - started < 10, "a stuck SDK call must not hold the shutdown"
+        finally:
+            stop(first, signal.SIGKILL)
+        doc = await svc.db.instances.find_one({"_id": inst["id"]})
+        assert doc["job"]["lease_owner"] is None and doc["job"]["steps_done"] == []
+        second = start_worker(settings, tmp_path / "b.log")
+        try:
+            done = await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"running", "failed"}, timeout=40)
+            assert done["status"] == "running", done
+            assert sshd_count(local, inst["id"]) == 1
+        finally:
+            stop(second)
+        assert "handed the job back" in (tmp_path / "a.log").read_text()
+
+
+async def test_sigterm_lets_the_current_step_finish_then_hands_over(ferretdb, tmp_path, ssh_keypair):
+    settings = make_settings(ferretdb, tmp_path / "data", lease_seconds=60.0)
+    local = LocalProvider(LocalConfig(root=settings.data_dir / "local"))
+    async with running_onebox(settings, worker=False) as (api, svc):
+        headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
+        inst = (await api.post("/v1/instances", json=instance_body(ssh_keypair.public), headers=headers)).json()
+        first = start_worker(settings, tmp_path / "a.log", ONEBOX_LOCAL_CREATE_DELAY_SECONDS=2,
+                             ONEBOX_SHUTDOWN_GRACE_SECONDS=20)
+        try:
+            async def creating():
+                return sshd_count(local, inst["id"]) == 1
+            await wait_until(creating, what="the first worker to be inside create")
+            stop(first, signal.SIGTERM)
+            assert first.returncode == 0
+        finally:
+            stop(first, signal.SIGKILL)
+        doc = await svc.db.instances.find_one({"_id": inst["id"]})
+        assert doc["job"]["steps_done"] == ["create"], "the step in flight was finished and recorded"
+        assert doc["job"]["lease_owner"] is None
+        second = start_worker(settings, tmp_path / "b.log")
+        try:
+            done = await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"running", "failed"}, timeout=40)
+            assert done["status"] == "running", done
+        finally:
+            stop(second)
+        events = (await api.get(f"/v1/instances/{inst['id']}/events", headers=headers)).json()
+        assert [e["step"] for e in events if e["type"] == "step.started"] == ["create", "wait_running", "configure"]
+        assert [e["step"] for e in events if e["type"] == "step.handed_over"] == ["wait_running"]
