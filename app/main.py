@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from fastapi import FastAPI
 
@@ -49,6 +50,33 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
             await problem_response(too_large)(scope, receive, send)
+
+
+class SlowRequestLog:
+    """A warning for every request slower than ``threshold`` seconds, from arrival to the end of its
+    response: how an operator sees a struggling database or a blocked event loop."""
+
+    def __init__(self, app, threshold: float) -> None:
+        self.app, self.threshold = app, threshold
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.monotonic()
+        status = None
+
+        async def watching_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watching_send)
+        finally:
+            took = time.monotonic() - started
+            if took > self.threshold and not scope["path"].endswith("/stream"):
+                log.warning("slow request: %s %s → %s in %.2fs", scope["method"], scope["path"], status, took)
 
 
 class _TooLarge(Exception):
@@ -120,4 +148,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(agent.router)
     app.include_router(admin.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(SlowRequestLog, threshold=settings.slow_request_seconds)
     return app

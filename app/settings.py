@@ -51,11 +51,13 @@ class Settings(BaseSettings):
     database: str = "onebox"
     embedded_db_address: str = "127.0.0.1:27018"
     ferretdb_binary: Path = REPO_ROOT / ".bin" / "onebox-ferretdb"
-    db_timeout_seconds: float = Field(default=4.0, description="every database call, server selection included")
+    db_timeout_seconds: float = Field(default=3.0, description="the database budget of one request (all its calls, "
+                                                               "server selection included): 503 past it")
 
     # --- HTTP ---------------------------------------------------------------
     public_url: str = Field(default="http://127.0.0.1:8000", description="how agents on VMs reach this API")
     max_body_bytes: int = 256 * 1024
+    slow_request_seconds: float = Field(default=1.0, description="log a warning for requests slower than this")
 
     # --- tokens -------------------------------------------------------------
     jwt_algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"

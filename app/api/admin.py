@@ -8,10 +8,10 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from app import quotas
-from app.api.deps import PROBLEM_RESPONSES, ServicesDep
+from app.api.deps import DeadlineRoute, PROBLEM_RESPONSES, ServicesDep
 from app.auth.deps import AdminUser
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"],
+router = APIRouter(route_class=DeadlineRoute, prefix="/v1/admin", tags=["admin"],
                    responses={**PROBLEM_RESPONSES, 403: {"description": "not an admin"}})
 
 

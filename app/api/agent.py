@@ -7,13 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import PROBLEM_RESPONSES, Instances, ServicesDep
+from app.api.deps import DeadlineRoute, Instances, PROBLEM_RESPONSES, ServicesDep
 from app.auth.deps import CurrentAgent, CurrentUser
 from app.metrics.models import AgentMetrics, MetricPoint, MetricsAccepted, MetricSeries
 from app.metrics.service import MetricsService
 from app.problems import field_problem
 
-router = APIRouter(tags=["metrics"], responses=PROBLEM_RESPONSES)
+router = APIRouter(route_class=DeadlineRoute, tags=["metrics"], responses=PROBLEM_RESPONSES)
 
 RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
 

@@ -1,10 +1,13 @@
-"""Route dependencies: the services of this process, typed for signatures."""
+"""Route dependencies: the services of this process, typed for signatures; and the route class
+every router uses."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
+import pymongo
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 
 from app.instances.service import InstanceService
 from app.services import Services
@@ -16,6 +19,22 @@ async def get_services(request: Request) -> Services:  # async: no threadpool ho
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+class DeadlineRoute(APIRoute):
+    """One database budget per request: all the calls a route and its dependencies make share
+    ``db_timeout_seconds`` (pymongo's ``timeout()``), so while the database is away a request
+    answers 503 within that time however many calls it would have made. A streamed body
+    (Server-Sent Events) runs after the route returns, outside the budget."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def within_budget(request: Request):
+            with pymongo.timeout(request.app.state.services.settings.db_timeout_seconds):
+                return await handler(request)
+
+        return within_budget
 
 
 async def instance_service(services: ServicesDep) -> InstanceService:

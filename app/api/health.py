@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.api.deps import ServicesDep
+from app.api.deps import DeadlineRoute, ServicesDep
 
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=DeadlineRoute, tags=["health"])
 
 
 @router.get("/healthz")

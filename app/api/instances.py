@@ -6,13 +6,14 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response
 
-from app.api.deps import PROBLEM_RESPONSES, Instances
+from app.api.deps import DeadlineRoute, Instances, PROBLEM_RESPONSES
 from app.audit import Audit
 from app.auth.deps import CurrentUser
 from app.pagination import CURSOR_PATTERN
 from app.instances.models import Event, InstanceCreate, InstanceList, InstancePublic
 
-router = APIRouter(prefix="/v1/instances", tags=["instances"], responses=PROBLEM_RESPONSES)
+router = APIRouter(route_class=DeadlineRoute, prefix="/v1/instances", tags=["instances"],
+                   responses=PROBLEM_RESPONSES)
 
 StatusFilter = Literal["pending", "provisioning", "configuring", "running", "failed", "deleting", "deleted"]
 ProviderFilter = Literal["aws", "gcp", "azure", "local"]

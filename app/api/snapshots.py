@@ -6,13 +6,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import PROBLEM_RESPONSES, Snapshots
+from app.api.deps import DeadlineRoute, PROBLEM_RESPONSES, Snapshots
 from app.audit import Audit
 from app.auth.deps import CurrentUser
 from app.pagination import CURSOR_PATTERN
 from app.snapshots.models import SnapshotCreate, SnapshotList, SnapshotPublic
 
-router = APIRouter(tags=["snapshots"], responses=PROBLEM_RESPONSES)
+router = APIRouter(route_class=DeadlineRoute, tags=["snapshots"], responses=PROBLEM_RESPONSES)
 
 
 SNAPSHOT_LINKS = {

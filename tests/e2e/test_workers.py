@@ -30,6 +30,7 @@ def worker_env(settings) -> dict[str, str]:
         "ONEBOX_BACKOFF_BASE_SECONDS": "0.1",
         "ONEBOX_LOG_LEVEL": "WARNING",
         "ONEBOX_CONFIGURE": settings.configure,
+        "ONEBOX_REAPER_ENABLED": str(settings.reaper_enabled).lower(),
     })
     return env
 
@@ -40,6 +41,28 @@ def start_worker(settings, log_path, **extra_env) -> subprocess.Popen:
     with open(log_path, "ab") as log:
         return subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env, stdout=log, stderr=log,
                                 start_new_session=True)
+
+
+async def start_api(settings, port: int, log_path) -> subprocess.Popen:
+    """``onebox serve --no-worker`` on ``port``, answering once it returns."""
+    import httpx
+
+    env = worker_env(settings)
+    env["ONEBOX_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--no-worker", "--port", str(port)],
+                                   env=env, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient() as client:
+        while True:
+            assert process.poll() is None, open(log_path).read()[-2000:]
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                    return process
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the API never came up"
+            await asyncio.sleep(0.1)
 
 
 def stop(process: subprocess.Popen, sig=signal.SIGTERM) -> None:
