@@ -191,3 +191,48 @@ async def test_instances_entry_absent_when_its_flag_is_off(ferretdb, tmp_path):
         await page.wait_for_selector("h1:has-text('Nothing here')")
         assert without_expected(problems) == [], problems
 
+
+
+@pytest.mark.parametrize("gpu_metrics", [True, False])
+async def test_each_gpu_has_its_line_unless_the_flag_is_off(ferretdb, tmp_path, gpu_metrics):
+    """An instance whose agent reports two GPUs: one line per GPU, from the real metrics route."""
+    import datetime as dt
+
+    from app.clock import utcnow
+    from app.ids import new_instance_id
+
+    settings = dashboard_settings(ferretdb, tmp_path, features={"gpu_metrics": gpu_metrics})
+    async with served_app(settings) as (api, svc), browser_page(tmp_path) as (page, problems):
+        instance_id = new_instance_id()
+        agent_token, jti_hash = svc.tokens.mint_agent(instance_id)
+        now = utcnow()
+        await svc.db.instances.insert_one({
+            "_id": instance_id, "owner": "gpu-user", "name": "gpu-box", "provider": "local", "region": "local",
+            "zone": None, "machine_type": "local", "image": None, "snapshot_id": None, "disk_gb": 20,
+            "ssh_user": "alice", "ssh_public_key": "k", "labels": {}, "status": "running", "error": None,
+            "public_ip": "127.0.0.99", "ssh_port": 2222, "created_at": now, "updated_at": now, "job": None,
+            "agent_jti_hash": jti_hash})
+        samples = [{"at": (now - dt.timedelta(seconds=30 * n)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "cpu_percent": 10.0 + n, "memory_percent": 30.0,
+                    "gpus": [{"index": 0, "name": "NVIDIA A100", "utilization_percent": 90.0 - n},
+                             {"index": 1, "name": "NVIDIA A100", "utilization_percent": 20.0 + n}]}
+                   for n in range(4)]
+        posted = await api.post("/v1/agent/metrics", json={"instance_id": instance_id, "samples": samples},
+                                headers={"Authorization": f"Bearer {agent_token}"})
+        assert posted.status_code == 202, posted.text
+
+        await page.goto(settings.public_url + "/")
+        await page.fill("#dev-user", "gpu-user")
+        await page.click("#dev-login")
+        await page.wait_for_selector("#instances")
+        await page.goto(f"{settings.public_url}/#/instances/{instance_id}")
+        await page.wait_for_selector("[data-chart=cpu] path.series", state="attached")
+        if gpu_metrics:
+            await page.wait_for_selector("[data-chart=gpu]")
+            assert await page.locator("[data-chart=gpu] path.series").count() == 2
+            assert await page.locator("[data-chart=gpu] .legend-item").all_inner_texts() == \
+                ["GPU 0 (NVIDIA A100)", "GPU 1 (NVIDIA A100)"]
+        else:
+            await page.wait_for_selector("[data-chart=memory] path.series", state="attached")
+            assert await page.locator("[data-chart=gpu]").count() == 0
+        assert without_expected(problems) == [], problems
