@@ -531,12 +531,13 @@ async function detailPage(id) {
     try {
       items = (await api(`/v1/instances/${encodeURIComponent(id)}/metrics${query({ since: new Date(hourAgo).toISOString().replace(/\.\d+Z$/, "Z"), limit: 500 })}`)).items;
     } catch { return; }
-    // The axis spans the last hour, or less while the samples cover less (at least two minutes): a new
-    // instance's first minute is then readable instead of a dot at the right edge.
-    const first = items.length ? new Date(items[0].at).getTime() : until;
-    const from = Math.max(hourAgo, Math.min(first, until - 120_000));
-    const card = (title, series, testid) => h("div", { class: "card chart-card", dataset: { chart: testid } }, h("h3", {}, `${title} · ${until - from >= 3_500_000 ? "last hour" : `last ${Math.round((until - from) / 60_000)} min`}`),
-      series.some((s) => s.points.length) ? lineChart(series, { from, to: until }) : h("div", { class: "empty" }, "No samples in the last hour yet: the agent reports every 30 s once configured."),
+    // The axis spans the last hour; while the samples cover less, it starts at the first one and spans at
+    // least two minutes, so a new instance's chart fills from the left instead of being a dot at the edge.
+    const first = items.length ? new Date(items[0].at).getTime() : hourAgo;
+    const from = Math.max(hourAgo, first - 5000);
+    const to = Math.max(until, from + 120_000);
+    const card = (title, series, testid) => h("div", { class: "card chart-card", dataset: { chart: testid } }, h("h3", {}, `${title} · ${until - from >= 3_500_000 ? "last hour" : `since ${new Date(from).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`}`),
+      series.some((s) => s.points.length) ? lineChart(series, { from, to }) : h("div", { class: "empty" }, "No samples in the last hour yet: the agent reports every 30 s once configured."),
       series.length > 1 ? h("div", { class: "legend" }, series.map((s, i) => h("span", { class: `legend-item series-${i % 6}` }, s.label))) : null);
     const gpuIndexes = [...new Set(items.flatMap((p) => (p.gpus || []).map((g) => g.index)))].sort((a, b) => a - b);
     fill(charts,
