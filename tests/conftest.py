@@ -87,6 +87,7 @@ def make_settings(ferretdb, data_dir: Path, **overrides) -> Settings:
         quota_max_instances=100,  # tests of quotas and rate limits set their own
         quota_max_vcpus=1000,
         rate_limit_per_minute=100_000,
+        events_stream_max_seconds=1.0,  # an instance's event stream never outlives a test (reconnect after 1 s)
     )
     values.update(overrides)
     return Settings(**values)

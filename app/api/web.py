@@ -8,6 +8,7 @@ origin.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +17,7 @@ from fastapi import APIRouter, Body
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from app.api.deps import ServicesDep
+from app.api.deps import PROBLEM_RESPONSES, ServicesDep
 from app.problems import Problem
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
@@ -54,7 +55,8 @@ async def get_features(services: ServicesDep) -> Features:
 
 
 @router.post("/v1/dev/token", response_model=DevToken, operation_id="dev_token",
-             responses={404: {"description": "development sign-in is off", "content": {"application/problem+json": {}}}})
+             responses={**PROBLEM_RESPONSES,
+                        404: {"description": "development sign-in is off", "content": {"application/problem+json": {}}}})
 async def dev_token(services: ServicesDep, body: Annotated[DevTokenRequest | None, Body()] = None) -> DevToken:
     """Development only: a user token (never admin) for a local user, without any credential.
 
@@ -63,8 +65,6 @@ async def dev_token(services: ServicesDep, body: Annotated[DevTokenRequest | Non
     """
     if not dev_login_enabled(services):
         raise Problem(404, "not_found", "Not Found")
-    import datetime as dt
-
     user = (body or DevTokenRequest()).user
     token = services.tokens.mint(user, ttl=dt.timedelta(hours=DEV_TOKEN_HOURS))
     return DevToken(token=token, user=user, expires_in=DEV_TOKEN_HOURS * 3600)

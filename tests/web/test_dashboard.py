@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/ch
 def dashboard_settings(ferretdb, tmp_path, **overrides):
     """The embedded-default shape (no ONEBOX_MONGODB_URL, so dev sign-in may be on), on the test's FerretDB."""
     values = {"public_url": f"http://127.0.0.1:{free_port()}", "dev_login": True, "events_stream_poll_seconds": 0.25,
-              **overrides}
+              "events_stream_max_seconds": 300, **overrides}
     settings = make_settings(ferretdb, tmp_path / "data", **values)
     return settings.model_copy(update={"mongodb_url": None, "embedded_db_address": ferretdb.address})
 

@@ -302,7 +302,8 @@ class TestEventStream:
     async def test_live_instance_streams_its_whole_life_until_deleted(self, ferretdb, tmp_path, ssh_keypair):
         from tests.e2e.cloud_support import running_onebox
 
-        settings = make_settings(ferretdb, tmp_path / "data", events_stream_poll_seconds=0.1)
+        settings = make_settings(ferretdb, tmp_path / "data", events_stream_poll_seconds=0.1,
+                                 events_stream_max_seconds=120)
         async with running_onebox(settings) as (api, svc):
             headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
             created = (await api.post("/v1/instances", json=instance_body(ssh_keypair.public), headers=headers)).json()
