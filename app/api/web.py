@@ -15,7 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import PROBLEM_RESPONSES, ServicesDep
 from app.problems import Problem
@@ -34,6 +34,8 @@ class Features(BaseModel):
 
 
 class DevTokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"user": "alice"}]})
+
     user: str = Field(default="dev", pattern=DEV_USER_PATTERN, description="the local user to sign in as")
 
 
@@ -57,7 +59,7 @@ async def get_features(services: ServicesDep) -> Features:
 @router.post("/v1/dev/token", response_model=DevToken, operation_id="dev_token",
              responses={**PROBLEM_RESPONSES,
                         404: {"description": "development sign-in is off", "content": {"application/problem+json": {}}}})
-async def dev_token(services: ServicesDep, body: Annotated[DevTokenRequest | None, Body()] = None) -> DevToken:
+async def dev_token(services: ServicesDep, body: Annotated[DevTokenRequest, Body()] = DevTokenRequest()) -> DevToken:
     """Development only: a user token (never admin) for a local user, without any credential.
 
     Answers 404 unless `ONEBOX_DEV_LOGIN=1` and the database is the embedded default (`ONEBOX_MONGODB_URL` unset):
@@ -65,7 +67,7 @@ async def dev_token(services: ServicesDep, body: Annotated[DevTokenRequest | Non
     """
     if not dev_login_enabled(services):
         raise Problem(404, "not_found", "Not Found")
-    user = (body or DevTokenRequest()).user
+    user = body.user
     token = services.tokens.mint(user, ttl=dt.timedelta(hours=DEV_TOKEN_HOURS))
     return DevToken(token=token, user=user, expires_in=DEV_TOKEN_HOURS * 3600)
 

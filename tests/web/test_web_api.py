@@ -162,6 +162,8 @@ class TestDevLogin:
             assert listed.status_code == 200
             assert svc.tokens.verify_user(token).subject == "carol" and not svc.tokens.verify_user(token).is_admin
             assert (await client.post("/v1/dev/token", json={"user": "Bad User"})).status_code == 422
+            assert (await client.post("/v1/dev/token", json={"role": "admin"})).status_code == 422
+            assert (await client.post("/v1/dev/token")).json()["user"] == "dev", "no body: the default user"
         await svc.close()
 
 
