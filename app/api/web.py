@@ -72,7 +72,7 @@ async def dev_token(services: ServicesDep, body: Annotated[DevTokenRequest, Body
     return DevToken(token=token, user=user, expires_in=DEV_TOKEN_HOURS * 3600)
 
 
-@router.get("/", include_in_schema=False)
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
 async def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 

@@ -217,6 +217,7 @@ async def test_the_dashboard_is_served_with_a_strict_csp(api):
         assert "https://" not in response.text and "//cdn" not in response.text, asset
         assert response.headers["content-security-policy"] == csp
     assert "content-security-policy" not in (await api.get("/healthz")).headers
+    assert (await api.head("/")).status_code == 200
 
 
 # --- the event stream --------------------------------------------------------------------------------
