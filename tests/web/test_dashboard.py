@@ -236,3 +236,33 @@ async def test_each_gpu_has_its_line_unless_the_flag_is_off(ferretdb, tmp_path, 
             await page.wait_for_selector("[data-chart=memory] path.series", state="attached")
             assert await page.locator("[data-chart=gpu]").count() == 0
         assert without_expected(problems) == [], problems
+
+
+async def test_the_page_falls_back_to_polling_when_the_stream_fails(ferretdb, tmp_path, ssh_keypair):
+    from playwright.async_api import expect
+
+    from tests.api.helpers import instance_body
+
+    settings = dashboard_settings(ferretdb, tmp_path)  # configure=skip: the lifecycle, not Ansible, is under test
+    async with served_app(settings) as (api, svc), browser_page(tmp_path) as (page, problems):
+        streams = []
+
+        async def refuse(route):  # a proxy that breaks streaming, say
+            streams.append(route.request.url)
+            await route.abort()
+
+        await page.route("**/events/stream", refuse)
+        headers = {"Authorization": f"Bearer {svc.tokens.mint('poller')}"}
+        created = (await api.post("/v1/instances", json=instance_body(ssh_keypair.public), headers=headers)).json()
+        await page.goto(settings.public_url + "/")
+        await page.fill("#dev-user", "poller")
+        await page.click("#dev-login")
+        await page.wait_for_selector("#instances")
+        await page.goto(f"{settings.public_url}/#/instances/{created['id']}")
+        await expect(page.locator("#live-state")).to_have_text("polling", timeout=20 * SECONDS)
+        assert len(streams) == 3, "three tries, then polling"
+        await expect(page.locator("h1 .badge")).to_have_text("running", timeout=30 * SECONDS)
+        await expect(page.locator("#timeline [data-type='instance.running']")).to_have_count(1)
+        assert (await api.delete(f"/v1/instances/{created['id']}", headers=headers)).status_code == 202
+        await expect(page.locator("h1 .badge")).to_have_text("deleted", timeout=30 * SECONDS)
+        assert without_expected([p for p in problems if "ERR_FAILED" not in p]) == [], problems
