@@ -145,7 +145,19 @@ async def test_create_watch_snapshot_delete_in_the_browser(ferretdb, tmp_path, s
     print(f"\nscreenshots: {ARTIFACTS / 'instances-list.png'} {ARTIFACTS / 'instance-detail.png'}")
 
 
-async def test_api_field_errors_show_next_to_their_fields(ferretdb, tmp_path, ssh_keypair):
+def _record(instance_id: str, owner: str, name: str, status: str) -> dict:
+    from app.clock import utcnow
+
+    now = utcnow()
+    return {"_id": instance_id, "owner": owner, "name": name, "provider": "local", "region": "local", "zone": None,
+            "machine_type": "local", "image": None, "snapshot_id": None, "disk_gb": 20, "ssh_user": "alice",
+            "ssh_public_key": "k", "labels": {}, "status": status, "error": None, "public_ip": None, "ssh_port": None,
+            "created_at": now, "updated_at": now, "job": None}
+
+
+async def test_pages_then_api_field_errors_show_next_to_their_fields(ferretdb, tmp_path, ssh_keypair):
+    from playwright.async_api import expect
+
     settings = dashboard_settings(ferretdb, tmp_path, dev_login=False)
     async with served_app(settings) as (api, svc), browser_page(tmp_path) as (page, problems):
         await page.goto(settings.public_url + "/")
@@ -157,6 +169,27 @@ async def test_api_field_errors_show_next_to_their_fields(ferretdb, tmp_path, ss
         await page.fill("#token", svc.tokens.mint("alice"))
         await page.click("#sign-in")
         await page.wait_for_selector("#instances")
+        assert await page.locator("[data-nav=instances]").count() == 1
+
+        # 21 instances: two pages through the API's cursor, and back
+        from app.ids import new_instance_id
+
+        ids = sorted(new_instance_id() for _ in range(21))  # the list is newest first: by id
+        for n, instance_id in enumerate(ids):
+            await svc.db.instances.insert_one(_record(instance_id, "alice", f"box-{n:02d}", "pending"))
+        await page.click("[data-nav=instances]")
+        rows = page.locator("#instances tbody tr")
+        await expect(rows).to_have_count(20)
+        assert await rows.first.get_attribute("data-id") == ids[-1], "newest first"
+        await page.click("#next-page")
+        await expect(rows).to_have_count(1)
+        assert await rows.first.get_attribute("data-id") == ids[0]
+        assert await page.is_disabled("#next-page")
+        await page.click("#prev-page")
+        await expect(rows).to_have_count(20)
+        await page.select_option("#filter-status", "running")
+        await expect(page.locator("#instances .empty")).to_have_text(re.compile("No instance matches"))
+        await svc.db.instances.delete_many({})
 
         await page.click("#new-instance")
         await page.wait_for_selector("#create-form")
