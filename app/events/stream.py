@@ -11,7 +11,9 @@ The contract, for frontends (also in the README):
 * ``event: status`` — ``data`` is ``{status, error, public_ip, ssh_port,
   updated_at}``; sent first on every (re)connection, then whenever one of
   those fields changes (before the events read in the same poll). It is
-  state, not history: a resumed stream sends the current one again.
+  state, not history: changes quicker than one poll are coalesced, and a
+  resumed stream sends the current one again. Every transition is also an
+  event of type ``status`` (``"running → deleting"``), so none is lost.
 * ``event: instance`` — ``data`` is one event ``{at, type, step, message}``,
   oldest first, each exactly once per stream.
 * ``event: end`` — ``data`` is ``{status}``: the instance reached its final
