@@ -24,7 +24,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 ARTIFACTS = REPO_ROOT / ".artifacts" / "web"
 SECONDS = 1000  # Playwright counts milliseconds
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium: `make browser` installs it")
 
 
 def dashboard_settings(ferretdb, tmp_path, **overrides):
@@ -39,6 +38,8 @@ def dashboard_settings(ferretdb, tmp_path, **overrides):
 async def browser_page(tmp_path):
     from playwright.async_api import async_playwright
 
+    if not CHROMIUM.exists():  # like the database: missing is a failure, never a silent skip
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (make test does)")
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         context = await browser.new_context(viewport={"width": 1400, "height": 1050})
