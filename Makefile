@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: install run test fuzz bench ferretdb sshd clean
+.PHONY: install run test fuzz bench ferretdb sshd browser clean
 
 install: .venv/.synced ferretdb sshd
 
@@ -36,10 +36,18 @@ sshd:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openssh-server openssh-client; \
 	fi
 
-run: install
-	.venv/bin/onebox serve --port $(PORT)
+# The web dashboard's tests drive Debian's Chromium through Playwright; no browser is downloaded.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "installing chromium for the web dashboard's browser tests"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; \
+	fi
 
-test: install
+# ONEBOX_DEV_LOGIN=1: the dashboard's sign-in page offers a development button (embedded database only).
+run: install
+	ONEBOX_DEV_LOGIN=1 .venv/bin/onebox serve --port $(PORT)
+
+test: install browser
 	.venv/bin/pytest
 
 bench: install

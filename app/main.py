@@ -12,8 +12,10 @@ import logging
 import time
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
-from app.api import admin, agent, health, instances, snapshots
+from app.api import admin, agent, catalog, health, instances, snapshots, web
 from app.problems import Problem, install, problem_response
 from app.services import Services
 from app.settings import Settings, get_settings
@@ -147,6 +149,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(snapshots.router)
     app.include_router(agent.router)
     app.include_router(admin.router)
+    app.include_router(catalog.router)
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(SlowRequestLog, threshold=settings.slow_request_seconds)
+    app.add_middleware(web.SecurityHeaders)
+    if settings.cors_origins:
+        # Exact origins only (a wildcard is refused by settings): tokens travel in the Authorization header,
+        # so no cookies are needed and credentials stay off.
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+                           allow_methods=["GET", "POST", "PUT", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+                           expose_headers=["Location", "Retry-After"], max_age=600)
     return app

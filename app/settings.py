@@ -19,6 +19,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIN_HS256_SECRET_BYTES = 32
 
+# Feature flags the web dashboard reads from GET /v1/features; ONEBOX_FEATURES overrides them.
+FEATURE_DEFAULTS: dict[str, bool] = {
+    "instances_ui": True,  # the Instances page (list, create, detail) in the sidebar
+    "snapshots": True,  # the Snapshots page and the snapshot buttons
+    "gpu_metrics": True,  # per-GPU charts on an instance's page
+}
+
 
 class JwtKey(BaseModel):
     """One verification key: pinned to one algorithm."""
@@ -58,6 +65,22 @@ class Settings(BaseSettings):
     public_url: str = Field(default="http://127.0.0.1:8000", description="how agents on VMs reach this API")
     max_body_bytes: int = 256 * 1024
     slow_request_seconds: float = Field(default=1.0, description="log a warning for requests slower than this")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default=[], description="origins an external frontend may call the API from (exact, comma-separated); "
+                                "empty = same origin only; '*' is refused")
+
+    # --- web dashboard ------------------------------------------------------
+    dev_login: bool = Field(default=False, description="development only: the sign-in page may mint a token for a "
+                                                        "local user (POST /v1/dev/token); embedded database only")
+    events_stream_poll_seconds: float = Field(default=1.0, gt=0, description="how often an open event stream "
+                                                                            "reads the database")
+    events_stream_keepalive_seconds: float = Field(default=15.0, gt=0, description="keep-alive comment after this "
+                                                                                  "much silence")
+    events_stream_max_seconds: float = Field(default=900.0, gt=0, description="a stream ends after this long; the "
+                                                                              "client reconnects with Last-Event-ID")
+    features: dict[str, bool] = Field(
+        default={}, description='JSON {"instances_ui": false, ...}: feature flags over the defaults '
+                                '(GET /v1/features); unknown names are refused')
 
     # --- tokens -------------------------------------------------------------
     jwt_algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"
@@ -169,8 +192,8 @@ class Settings(BaseSettings):
     azure_ssh_cidr: str = "0.0.0.0/0"
     azure_polling_interval: float = 5.0
 
-    @field_validator("providers", "inject_faults", "test_kill_at", "aws_regions", "gcp_zones", "azure_locations", "url_allowlist",
-                     "jwks_allowed_hosts",
+    @field_validator("providers", "inject_faults", "test_kill_at", "aws_regions", "gcp_zones", "azure_locations",
+                     "url_allowlist", "jwks_allowed_hosts", "cors_origins",
                      mode="before")
     @classmethod
     def _comma_list(cls, value):
@@ -178,7 +201,27 @@ class Settings(BaseSettings):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard_origin(cls, value: list[str]) -> list[str]:
+        if "*" in value:
+            raise ValueError("'*' cannot be allowed: the API takes credentials; list the origins")
+        return [v.rstrip("/") for v in value]
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, value: dict[str, bool]) -> dict[str, bool]:
+        unknown = sorted(set(value) - set(FEATURE_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown feature flags {unknown}; known: {sorted(FEATURE_DEFAULTS)}")
+        return value
+
     # --- derived ------------------------------------------------------------
+    @property
+    def feature_flags(self) -> dict[str, bool]:
+        """Every flag with its value: the defaults, overridden by ``ONEBOX_FEATURES``."""
+        return {**FEATURE_DEFAULTS, **self.features}
+
     @property
     def embedded_db(self) -> bool:
         return self.mongodb_url is None

@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterator
 
+from providers import prices
 from providers.base import (
     IMAGE_ALIASES,
     INSTANCE_ID_TAG,
@@ -583,7 +584,13 @@ class AzureProvider:
                     memory = float(caps.get("MemoryGB", "0"))
                 except ValueError:
                     continue
-                types[sku.name] = MachineType(sku.name, vcpus, memory)
+                try:
+                    gpu_count = int(caps.get("GPUs", "0"))
+                except ValueError:
+                    gpu_count = 0
+                types[sku.name] = MachineType(sku.name, vcpus, memory, gpu_count=gpu_count,
+                                              gpu_type=prices.azure_gpu_type(sku.name, gpu_count),
+                                              hourly_usd=prices.hourly_usd("azure", sku.name))
                 for info in sku.location_info or []:
                     if _s(info.location).lower() == loc:
                         zones.update(info.zones or [])

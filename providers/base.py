@@ -72,6 +72,9 @@ class MachineType:
     name: str
     vcpus: int  # counted against the user's vCPU quota
     memory_gb: float
+    gpu_count: int = 0  # accelerators attached to every VM of this type
+    gpu_type: str | None = None  # e.g. "NVIDIA A10G"; None without GPUs
+    hourly_usd: float | None = None  # indicative on-demand Linux list price (providers/prices.py); None = unknown
 
 
 @dataclass(frozen=True)

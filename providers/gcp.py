@@ -62,6 +62,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
+from providers import prices
 from providers.base import (
     IMAGE_ALIASES,
     INSTANCE_ID_TAG,
@@ -357,6 +358,15 @@ def _is_conflict(err: ProviderError) -> bool:
     return err.code == "conflict"
 
 
+def _machine_type(mt: Any) -> MachineType:
+    """One GCE machine type; accelerator-optimized types (a2, g2, a3) name their GPUs."""
+    accelerators = list(getattr(mt, "accelerators", None) or [])
+    gpu_count = sum(int(a.guest_accelerator_count or 0) for a in accelerators)
+    gpu_type = prices.gcp_accelerator_name(accelerators[0].guest_accelerator_type) if accelerators else None
+    return MachineType(mt.name, int(mt.guest_cpus), round(mt.memory_mb / 1024, 3), gpu_count=gpu_count,
+                       gpu_type=gpu_type, hourly_usd=prices.hourly_usd("gcp", mt.name))
+
+
 @dataclass
 class _CatalogCache:
     catalog: Catalog
@@ -554,7 +564,7 @@ class GcpProvider:
                 lambda zone=zone, **kw: list(self._machine_types.list(project=project, zone=zone, **kw)),
             )
             offered = {
-                mt.name: MachineType(mt.name, int(mt.guest_cpus), round(mt.memory_mb / 1024, 3))
+                mt.name: _machine_type(mt)
                 for mt in types
                 if not wanted or mt.name in wanted
             }

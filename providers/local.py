@@ -127,7 +127,7 @@ class LocalProvider:
 
     # --- catalog -------------------------------------------------------------
     def catalog(self) -> Catalog:
-        machine = MachineType(LOCAL_MACHINE_TYPE, vcpus=1, memory_gb=1.0)
+        machine = MachineType(LOCAL_MACHINE_TYPE, vcpus=1, memory_gb=1.0, hourly_usd=0.0)  # this machine: free
         return Catalog(
             regions={LOCAL_REGION: Region(LOCAL_REGION, (LOCAL_REGION,), {LOCAL_MACHINE_TYPE: machine})},
             images=(LOCAL_IMAGE, *IMAGE_ALIASES),

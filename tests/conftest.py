@@ -90,6 +90,7 @@ def make_settings(ferretdb, data_dir: Path, **overrides) -> Settings:
         # Cloud stand-ins are shared by the session's tests, each with a database of its own: to one
         # test's reaper, another's resources have no record. Tests of the reaper turn it on.
         reaper_enabled=False,
+        events_stream_max_seconds=1.0,  # an instance's event stream never outlives a test (reconnect after 1 s)
     )
     values.update(overrides)
     return Settings(**values)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
-from app.api.deps import DeadlineRoute, Instances, PROBLEM_RESPONSES
+from app.api.deps import PROBLEM_RESPONSES, DeadlineRoute, Instances, ServicesDep
 from app.audit import Audit
 from app.auth.deps import CurrentUser
-from app.pagination import CURSOR_PATTERN
+from app.events.stream import EventStream, Position
 from app.instances.models import Event, InstanceCreate, InstanceList, InstancePublic
+from app.pagination import CURSOR_PATTERN
+from app.problems import field_problem
 
 router = APIRouter(route_class=DeadlineRoute, prefix="/v1/instances", tags=["instances"],
                    responses=PROBLEM_RESPONSES)
@@ -82,3 +85,37 @@ async def delete_instance(instance_id: str, user: CurrentUser, instances: Instan
 async def instance_events(instance_id: str, user: CurrentUser, instances: Instances) -> list[Event]:
     """What happened to the instance, oldest first."""
     return [Event.model_validate(e) for e in await instances.events(user, instance_id)]
+
+
+@router.get("/{instance_id}/events/stream", operation_id="instance_event_stream",
+            response_class=StreamingResponse,
+            responses={200: {"description": "Server-Sent Events: `status`, `instance` (one event), `end`, "
+                                            "`reconnect`; every message has an `id` for `Last-Event-ID`",
+                             "content": {"text/event-stream": {}}}})
+async def instance_event_stream(
+    instance_id: str,
+    request: Request,
+    user: CurrentUser,
+    instances: Instances,
+    services: ServicesDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
+) -> StreamingResponse:
+    """The instance's events and status changes as they happen, until it reaches its final state.
+
+    The current status comes first, then every event (oldest first), then each new event and status change.
+    Reconnect with `Last-Event-ID` to resume after the last event received. The stream ends with `event: end`
+    once the instance is `deleted`, or `failed` with nothing left to do.
+    """
+    await instances.get(user, instance_id)
+    try:
+        start = Position.parse(last_event_id)
+    except ValueError as exc:
+        raise field_problem("Last-Event-ID", str(exc)) from None
+    settings = services.settings
+    stream = EventStream(services, instance_id, start, request.is_disconnected)
+    return StreamingResponse(
+        stream.run(settings.events_stream_poll_seconds, settings.events_stream_keepalive_seconds,
+                   settings.events_stream_max_seconds),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache, no-store", "X-Accel-Buffering": "no"},
+    )

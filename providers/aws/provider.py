@@ -24,6 +24,7 @@ from typing import Any, Iterable
 
 from botocore.exceptions import ClientError, WaiterError
 
+from providers import prices
 from providers.aws.config import AwsConfig
 from providers.aws.ec2 import (
     DEFAULT_IMAGE,
@@ -192,7 +193,12 @@ class AwsProvider:
                 vcpus = int((it.get("VCpuInfo") or {}).get("DefaultVCpus") or 0)
                 mib = float((it.get("MemoryInfo") or {}).get("SizeInMiB") or 0)
                 if vcpus:
-                    types[it["InstanceType"]] = MachineType(it["InstanceType"], vcpus, round(mib / 1024, 3))
+                    gpus = (it.get("GpuInfo") or {}).get("Gpus") or []
+                    gpu_count = sum(int(g.get("Count") or 0) for g in gpus)
+                    gpu_type = " ".join(filter(None, (gpus[0].get("Manufacturer"), gpus[0].get("Name")))) if gpus else None
+                    types[it["InstanceType"]] = MachineType(
+                        it["InstanceType"], vcpus, round(mib / 1024, 3), gpu_count=gpu_count,
+                        gpu_type=gpu_type or None, hourly_usd=prices.hourly_usd("aws", it["InstanceType"]))
             regions[name] = Region(
                 name=name,
                 zones=tuple(sorted(z["ZoneName"] for z in zones)),

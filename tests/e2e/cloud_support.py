@@ -63,6 +63,38 @@ async def running_onebox(settings, *, providers: dict | None = None, worker: boo
         _remove_local_instances(settings.data_dir)
 
 
+@contextlib.asynccontextmanager
+async def served_app(settings, providers=None):
+    """onebox on a real port (agents post to it over HTTP) with a worker, torn down with its instances."""
+    import uvicorn
+
+    from app.main import create_app
+    from app.services import Services
+    from app.worker.runner import Worker
+    from tests.conftest import _remove_local_instances
+
+    svc = Services.build(settings, providers=providers)
+    await svc.db.ensure_indexes()
+    port = int(settings.public_url.rsplit(":", 1)[1])
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, svc), host="127.0.0.1", port=port,
+                                           lifespan="off", log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    stop = asyncio.Event()
+    working = asyncio.create_task(Worker(svc).run(stop))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        async with httpx.AsyncClient(base_url=settings.public_url, timeout=30) as client:
+            yield client, svc
+    finally:
+        stop.set()
+        await working
+        server.should_exit = True
+        await serving
+        await svc.close()
+        _remove_local_instances(settings.data_dir)
+
+
 def onebox_for(cloud: Cloud, settings, *, worker: bool = True):
     return running_onebox(settings, providers={cloud.name: cloud.make_provider()}, worker=worker)
 

@@ -123,7 +123,10 @@ VM_SIZES: dict[str, tuple[int, int, str, int, int]] = {
     "Standard_B1s": (1, 1024, "standardBSFamily", 2, 4096),
     "Standard_B2s": (2, 4096, "standardBSFamily", 4, 8192),
     "Standard_D2s_v5": (2, 8192, "standardDSv5Family", 4, 0),
+    "Standard_NC4as_T4_v3": (4, 28672, "standardNCASv3_T4Family", 8, 180224),
 }
+# GPU sizes: name -> the "GPUs" capability the real SKU list carries
+VM_SIZE_GPUS: dict[str, int] = {"Standard_NC4as_T4_v3": 1}
 
 # (publisher, offer, sku) -> versions; every image is a 30 GB Linux gen2 image.
 IMAGES: dict[tuple[str, str, str], tuple[str, ...]] = {
@@ -819,7 +822,8 @@ class ArmState:
                     "capabilities": [{"name": "vCPUs", "value": str(c)}, {"name": "MemoryGB", "value": f"{m / 1024:g}"},
                                      {"name": "MaxDataDiskCount", "value": str(dd)},
                                      {"name": "PremiumIO", "value": "True"},
-                                     {"name": "HyperVGenerations", "value": "V1,V2"}],
+                                     {"name": "HyperVGenerations", "value": "V1,V2"}]
+                                    + ([{"name": "GPUs", "value": str(VM_SIZE_GPUS[n])}] if n in VM_SIZE_GPUS else []),
                     "restrictions": restrictions,
                 })
             out.append({"resourceType": "disks", "name": "StandardSSD_LRS", "tier": "Standard", "locations": [loc],

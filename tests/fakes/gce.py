@@ -117,7 +117,10 @@ DEFAULT_MACHINE_TYPES: dict[str, tuple[int, int, bool, str]] = {
     "e2-small": (2, 2048, True, "Efficient Instance, 2 vCPU (1/4 shared physical core) and 2 GB RAM"),
     "e2-medium": (2, 4096, True, "Efficient Instance, 2 vCPU (1/2 shared physical core) and 4 GB RAM"),
     "n2-standard-2": (2, 8192, False, "2 vCPUs 8 GB RAM"),
+    "g2-standard-4": (4, 16384, False, "4 vCPUs, 16 GB RAM, 1 NVIDIA L4"),
 }
+# accelerator-optimized machine types: name -> (acceleratorType, count), as the real API lists them
+MACHINE_TYPE_ACCELERATORS: dict[str, tuple[str, int]] = {"g2-standard-4": ("nvidia-l4", 1)}
 # (project, name, family, diskSizeGb, deprecated)
 DEFAULT_IMAGES: tuple[tuple[str, str, str, int, bool], ...] = (
     ("ubuntu-os-cloud", "ubuntu-2204-jammy-v20240319", "ubuntu-2204-lts", 10, True),
@@ -474,6 +477,10 @@ class GceFake:
                         "isSharedCpu": shared,
                         "architecture": "X86_64",
                     }
+                    if name in MACHINE_TYPE_ACCELERATORS:
+                        kind, count = MACHINE_TYPE_ACCELERATORS[name]
+                        self.machine_types[(zone, name)]["accelerators"] = [
+                            {"guestAcceleratorType": kind, "guestAcceleratorCount": count}]
         self.networks: dict[tuple[str, str], dict] = {
             (p, "default"): {
                 "kind": "compute#network",

@@ -569,6 +569,14 @@ def test_catalog_describes_configured_regions_and_is_cached(provider):
     assert hook.calls == 1
 
 
+def test_catalog_names_gpus_and_indicative_prices(provider):
+    types = provider.catalog().regions["us-east-1"].machine_types
+    g4 = types["g4dn.xlarge"]
+    assert (g4.gpu_count, g4.gpu_type) == (1, "NVIDIA T4") and g4.hourly_usd and g4.hourly_usd > 0.5
+    assert (types["t3.micro"].gpu_count, types["t3.micro"].gpu_type) == (0, None)
+    assert types["t3.micro"].hourly_usd == 0.0104
+
+
 def test_catalog_failure_is_a_provider_error(provider):
     Hook(provider, "DescribeRegions", _fail_with("UnauthorizedOperation", "You are not authorized"))
     with pytest.raises(ProviderError) as caught:

@@ -179,6 +179,14 @@ def test_catalog_from_the_api(fake, make_spec):
     assert list(limited.regions["eastus"].machine_types) == ["Standard_B1s"]
 
 
+def test_catalog_names_gpus_and_indicative_prices(fake):
+    types = _provider(fake).catalog().regions["eastus"].machine_types
+    t4 = types["Standard_NC4as_T4_v3"]
+    assert (t4.gpu_count, t4.gpu_type) == (1, "NVIDIA T4") and t4.hourly_usd and t4.hourly_usd > 0.5
+    assert (types["Standard_B1s"].gpu_count, types["Standard_B1s"].gpu_type) == (0, None)
+    assert types["Standard_B1s"].hourly_usd == 0.0104
+
+
 def test_native_urn_and_bad_image(fake, provider, make_spec):
     spec = make_spec(image="Debian:debian-12:12-gen2:latest")
     provider.create_instance(spec)

@@ -214,6 +214,13 @@ def test_catalog_reads_the_api_and_caches(provider, gce):
     assert gce.count_calls("compute.machineTypes.list") == calls
 
 
+def test_catalog_names_gpus_and_indicative_prices(provider):
+    types = provider.catalog().regions["us-central1"].machine_types
+    g2 = types["g2-standard-4"]
+    assert (g2.vcpus, g2.gpu_count, g2.gpu_type) == (4, 1, "NVIDIA L4") and g2.hourly_usd and g2.hourly_usd > 0.5
+    assert (types["e2-micro"].gpu_count, types["e2-micro"].gpu_type, types["e2-micro"].hourly_usd) == (0, None, 0.0084)
+
+
 def test_catalog_by_region_and_machine_type_filter(make_provider):
     provider = make_provider(zones=(), regions=("europe-west1",), machine_types=("e2-micro", "e2-small"))
     catalog = provider.catalog()

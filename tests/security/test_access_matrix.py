@@ -28,6 +28,10 @@ def user_routes() -> list[tuple[str, str]]:
 
 
 def kind_of(path: str) -> str:
+    if path == "/v1/features":
+        return "public"  # the sign-in page reads it before anyone signs in
+    if path == "/v1/dev/token":
+        return "dev"  # development sign-in: off here, so absent for everyone
     if path.startswith("/v1/admin"):
         return "admin"
     if path.startswith("/v1/agent"):
@@ -83,12 +87,18 @@ def body_for(method: str, path: str, instance_id: str) -> dict | None:
         return {"instance_id": instance_id, "samples": [{"at": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")}]}
     if path.startswith("/v1/admin/quotas"):
         return {"max_instances": 3}
+    if path == "/v1/dev/token":
+        return {"user": "mallory"}
     raise AssertionError(f"no body known for {method} {path}: teach the access matrix about it")
 
 
 def expected(caller: str, method: str, path: str) -> set[int]:
     kind = kind_of(path)
     ok = {200, 202}
+    if kind == "public":
+        return ok
+    if kind == "dev":
+        return {404}
     if caller == "anonymous":
         return {401}
     if kind == "agent":
@@ -106,7 +116,7 @@ def expected(caller: str, method: str, path: str) -> set[int]:
 @pytest.mark.parametrize("caller", CALLERS)
 @pytest.mark.parametrize("method,path", user_routes())
 async def test_cell(method, path, caller, api, services):
-    assert kind_of(path) in ("user", "admin", "agent")
+    assert kind_of(path) in ("user", "admin", "agent", "public", "dev")
     ids, snapshot_id = await make_world(services)
     instance_id = ids["own"][0]
     url = path.replace("{instance_id}", instance_id).replace("{snapshot_id}", snapshot_id).replace("{user}", "alice")

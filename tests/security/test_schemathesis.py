@@ -33,6 +33,8 @@ def test_schemathesis_finds_nothing(ferretdb, tmp_path):
         "ONEBOX_DATA_DIR": str(tmp_path / "data"), "ONEBOX_LOG_LEVEL": "WARNING",
         "ONEBOX_RATE_LIMIT_PER_MINUTE": "1000000", "ONEBOX_QUOTA_MAX_INSTANCES": "100000",
         "ONEBOX_QUOTA_MAX_VCPUS": "1000000", "ONEBOX_QUOTA_MAX_SNAPSHOTS": "100000",
+        # No worker runs here, so an instance's event stream would stay open: let each end after a second.
+        "ONEBOX_EVENTS_STREAM_MAX_SECONDS": "1",
     })
     bin_dir = os.path.dirname(sys.executable)
     api = subprocess.Popen([os.path.join(bin_dir, "onebox"), "serve", "--no-worker", "--port", str(port)], env=env,
