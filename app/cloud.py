@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import threading
+import time
 from typing import Any, Callable, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from app.settings import Settings
-from providers.base import Provider
+from providers.base import Catalog, Provider
 
 T = TypeVar("T")
+log = logging.getLogger("onebox.cloud")
 
 
 class UnknownProvider(KeyError):
     pass
+
+
+CATALOG_REUSE_SECONDS = 60.0  # providers keep their own, longer cache; this one spares a thread hop per request
 
 
 class ProviderRegistry:
@@ -32,6 +38,8 @@ class ProviderRegistry:
         self._providers: dict[str, Provider] = dict(overrides or {})
         self._lock = threading.Lock()
         self._limiter: anyio.CapacityLimiter | None = None
+        self._catalogs: dict[str, tuple[float, Catalog]] = {}
+        self._refreshing: dict[str, asyncio.Task] = {}
 
     @property
     def enabled(self) -> list[str]:
@@ -86,6 +94,39 @@ class ProviderRegistry:
                 ssh_cidr=s.azure_ssh_cidr, polling_interval=s.azure_polling_interval,
             ))
         raise UnknownProvider(name)
+
+    async def catalog(self, name: str) -> Catalog:
+        """What ``name`` offers, for validating requests. Answered from memory; a copy older than
+        ``CATALOG_REUSE_SECONDS`` is still answered while a fresh one is read in the background, so
+        only the very first read (which ``warm_catalogs`` does at start) waits for the cloud."""
+        provider = self.get(name)
+        cached = self._catalogs.get(name)
+        if cached is None:
+            return await self._read_catalog(name, provider)
+        if time.monotonic() - cached[0] > CATALOG_REUSE_SECONDS and name not in self._refreshing:
+            task = asyncio.create_task(self._refresh_catalog(name, provider))
+            self._refreshing[name] = task
+            task.add_done_callback(lambda _: self._refreshing.pop(name, None))
+        return cached[1]
+
+    async def warm_catalogs(self) -> None:
+        """Read every enabled provider's catalog once (at start), so no request waits for a cloud."""
+        for name in self.enabled:
+            try:
+                await self.catalog(name)
+            except Exception as exc:  # noqa: BLE001 - a cloud down at start: the first request tries again
+                log.warning("could not read the %s catalog yet: %s", name, type(exc).__name__)
+
+    async def _read_catalog(self, name: str, provider: Provider) -> Catalog:
+        catalog = await self.call(provider.catalog)
+        self._catalogs[name] = (time.monotonic(), catalog)
+        return catalog
+
+    async def _refresh_catalog(self, name: str, provider: Provider) -> None:
+        try:
+            await self._read_catalog(name, provider)
+        except Exception as exc:  # noqa: BLE001 - keep answering the last good copy
+            log.warning("could not refresh the %s catalog: %s", name, type(exc).__name__)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._limiter is None:

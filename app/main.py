@@ -116,6 +116,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(indexes), settings.db_timeout_seconds + 2)
         stop = asyncio.Event()
+        catalogs = asyncio.create_task(svc.providers.warm_catalogs())
         worker_task = asyncio.create_task(Worker(svc).run(stop)) if run_worker else None
         jwks_task = asyncio.create_task(_refresh_jwks(svc, stop)) if svc.tokens.jwks is not None else None
         try:
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         finally:
             stop.set()
             indexes.cancel()
+            catalogs.cancel()
             if worker_task is not None:
                 await worker_task
             if jwks_task is not None:

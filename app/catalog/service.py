@@ -42,8 +42,7 @@ def _public(name: str, catalog: Catalog) -> ProviderCatalog:
 async def _one(services: Services, name: str) -> ProviderCatalog:
     registry = services.providers
     try:
-        provider = registry.get(name)
-        catalog = await asyncio.wait_for(registry.call(provider.catalog), CATALOG_TIMEOUT_SECONDS)
+        catalog = await asyncio.wait_for(registry.catalog(name), CATALOG_TIMEOUT_SECONDS)
     except ProviderError as exc:  # its message is written for users
         return ProviderCatalog(name=name, available=False, error=CatalogError(code=exc.code or "provider_error",
                                                                                 message=exc.message))

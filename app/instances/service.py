@@ -75,11 +75,9 @@ class InstanceService:
         """Validate provider, region, zone, machine type and image; return the machine type's vCPUs."""
         registry = self.services.providers
         try:
-            provider = registry.get(body.provider)
+            catalog = await registry.catalog(body.provider)
         except UnknownProvider:
             raise field_problem("provider", f"'{body.provider}' is not enabled here; enabled: {', '.join(registry.enabled)}") from None
-        try:
-            catalog = await registry.call(provider.catalog)
         except ProviderError as exc:
             raise Problem(503, "catalog_unavailable", "Provider catalog unavailable", exc.message,
                           headers={"Retry-After": "10"}) from None

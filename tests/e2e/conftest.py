@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 KILL_MATRIX: list[dict] = []  # rows appended by tests/e2e/test_kill_matrix.py
+SCALE_OUT: list[dict] = []  # the result of tests/e2e/test_scale_out.py
 
 
 def pytest_terminal_summary(terminalreporter):
+    for run in SCALE_OUT:
+        terminalreporter.section("scale-out: 2 API processes, workers on one database")
+        terminalreporter.write_line(
+            f"{run['instances']} instances, {run['latency_s']:.0f} s per cloud call: 1 worker {run['one_worker_s']:.1f} s, "
+            f"3 workers {run['three_workers_s']:.1f} s, speed-up {run['speedup']:.2f}× (target 2.5×)")
     if not KILL_MATRIX:
         return
     providers = sorted({row["provider"] for row in KILL_MATRIX})

@@ -95,8 +95,7 @@ async def test_ten_second_outage_during_provisions_and_agent_posts(tmp_path, ssh
     settings = make_settings(db, tmp_path / "data", lease_seconds=30.0)
     worker = server = None
     try:
-        port = free_port()
-        server = await start_api(settings, port, tmp_path / "api.log")
+        server, port = await start_api(settings, tmp_path / "api.log")
         async with running_onebox(settings, worker=False) as (api, svc), AgentClients(port) as served:
             headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
             agents = [await running_instance(svc) for _ in range(AGENTS)]

@@ -31,6 +31,9 @@ def worker_env(settings) -> dict[str, str]:
         "ONEBOX_LOG_LEVEL": "WARNING",
         "ONEBOX_CONFIGURE": settings.configure,
         "ONEBOX_REAPER_ENABLED": str(settings.reaper_enabled).lower(),
+        "ONEBOX_QUOTA_MAX_INSTANCES": str(settings.quota_max_instances),
+        "ONEBOX_QUOTA_MAX_VCPUS": str(settings.quota_max_vcpus),
+        "ONEBOX_RATE_LIMIT_PER_MINUTE": str(settings.rate_limit_per_minute),
     })
     return env
 
@@ -43,26 +46,33 @@ def start_worker(settings, log_path, **extra_env) -> subprocess.Popen:
                                 start_new_session=True)
 
 
-async def start_api(settings, port: int, log_path) -> subprocess.Popen:
-    """``onebox serve --no-worker`` on ``port``, answering once it returns."""
+async def start_api(settings, log_path, **extra_env) -> tuple[subprocess.Popen, int]:
+    """``onebox serve --no-worker`` on a free port, once it answers: (process, port)."""
     import httpx
 
-    env = worker_env(settings)
-    env["ONEBOX_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--no-worker", "--port", str(port)],
-                                   env=env, stdout=log, stderr=log, start_new_session=True)
-    deadline = time.monotonic() + 60
-    async with httpx.AsyncClient() as client:
-        while True:
-            assert process.poll() is None, open(log_path).read()[-2000:]
-            try:
-                if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                    return process
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the API never came up"
-            await asyncio.sleep(0.1)
+    from tests.support import free_port
+
+    for _ in range(5):  # a port found free can be taken before uvicorn binds it (outgoing connections)
+        port = free_port()
+        env = worker_env(settings)
+        env["ONEBOX_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
+        env.update({k: str(v) for k, v in extra_env.items()})
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--no-worker", "--port", str(port)],
+                                       env=env, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient() as client:
+            while process.poll() is None:
+                try:
+                    if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                        return process, port
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "the API never came up"
+                await asyncio.sleep(0.1)
+        if "address already in use" not in open(log_path).read():
+            break
+    raise AssertionError(open(log_path).read()[-2000:])
 
 
 def stop(process: subprocess.Popen, sig=signal.SIGTERM) -> None:
