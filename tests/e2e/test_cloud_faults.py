@@ -1,0 +1,452 @@
+"""Cloud faults at every provider call: throttling, 5xx, timeouts, capacity and quota errors.
+
+For each cloud stand-in (AWS on moto behind ``tests.fakes.ec2_faults``, the GCE
+fake, the ARM fake) one onebox runs many instances at once, each with one fault
+aimed at one provider call of one flow: create (``create``/``wait_running``),
+snapshot, delete of the snapshot, delete of the instance. Faults are scoped to
+their instance (or snapshot) by id, so they hit only the case they belong to,
+and are armed while the worker is stopped, between phases:
+
+    create all instances → snapshot some → delete the snapshots → delete every instance
+
+Transient faults (a few times, more than the SDK's own retries absorb, fewer
+than the engine's ``max_attempts`` allow) must end in success with
+``step.retrying`` events; capacity/quota errors and persistent faults must end
+in ``failed`` naming the step and the code, with nothing of the instance left in
+the stand-in; a persistent fault on a delete is cleared after a few retries and
+the delete must still finish. What is left is always asked of the stand-in
+itself (moto's describe calls, the fakes' state), never of onebox.
+
+The outcome of every case is printed as a matrix (``-s``) and added to pytest's
+terminal summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import httpx
+import pytest
+
+from tests.conftest import make_settings
+from tests.e2e.cloud_support import SSH_KEY
+from tests.fakes.fixtures import GCE_PROJECT, arm, gce_server  # noqa: F401  (fixtures)
+from tests.providers.aws_fixtures import aws_env, moto_ec2  # noqa: F401  (fixtures)
+
+PHASES = ("create", "snapshot", "delete_snapshot", "delete")
+PHASE_STEPS = {"create": {"create", "wait_running", "configure"}, "snapshot": {"snapshot"},
+               "delete_snapshot": {"delete_snapshot"}, "delete": {"delete"}}
+WANTED = {"create": "running", "snapshot": "available", "delete_snapshot": "deleted", "delete": "deleted"}
+WAIT = 150.0  # seconds one phase may take at most
+
+
+@dataclass
+class Case:
+    """One fault at one provider call of one flow, and what must come of it."""
+
+    call: str  # the provider call, as the cloud names it
+    fault: str  # throttle | 5xx | timeout | capacity | quota | <fault> persistent
+    phase: str
+    arm: Callable[[str], Any]  # arms the fault for this id (instance or snapshot); returns a handle
+    scope: str = "instance"  # which id the fault is aimed at: "instance" or "snapshot"
+    outcome: str | None = None  # status wanted at the end of the phase; None: WANTED[phase]
+    code: str | None = None  # error code wanted when the outcome is failed
+    clear_after: int = 0  # persistent fault removed after this many step.retrying events
+    # filled in while running
+    instance_id: str | None = None
+    snapshot_id: str | None = None
+    handle: Any = None
+    status: str = ""
+    error: dict | None = None
+    retried: int = 0
+    hits: int = 0
+    left: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    reached: dict[str, str] = field(default_factory=dict)  # phase -> status at its end
+    took: dict[str, float] = field(default_factory=dict)  # phase -> seconds until settled
+
+    @property
+    def wanted(self) -> str:
+        return self.outcome or WANTED[self.phase]
+
+    @property
+    def needs_snapshot(self) -> bool:
+        return self.phase in ("snapshot", "delete_snapshot")
+
+
+@dataclass
+class Stand:
+    """One cloud stand-in, its fault controls and its own view of what is left."""
+
+    name: str
+    region: str
+    machine_type: str
+    make_provider: Callable[[], Any]
+    cases: list[Case]
+    disarm: Callable[[Any], None]
+    hits: Callable[[Any], int]
+    owned_instance: Callable[[str], list[str]]  # resources of one instance that cost money (snapshots aside)
+    owned_snapshot: Callable[[str], list[str]]
+    alive: Callable[[], list[str]]  # every managed resource that costs money
+    calls: Callable[[], list[str]]  # every call the stand-in saw so far, as the matrix names calls
+    zone: str | None = None
+    before_delete_snapshot: Callable[[Case], None] = lambda case: None
+
+    def body(self, name: str) -> dict:
+        body = {"name": name, "provider": self.name, "region": self.region, "machine_type": self.machine_type,
+                "image": "ubuntu-24.04", "ssh_user": "alice", "ssh_public_key": SSH_KEY, "disk_gb": 20}
+        if self.zone:
+            body["zone"] = self.zone
+        return body
+
+
+# ---------------------------------------------------------------------- the matrix report
+class _MatrixReport:
+    """Rows collected by the tests, written into pytest's terminal summary."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.lines:
+            terminalreporter.section("cloud faults: provider × call × fault → outcome")
+            for line in self.lines:
+                terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="module")
+def matrix(request):
+    report = _MatrixReport()
+    request.config.pluginmanager.register(report, "cloud-faults-matrix")
+    yield report
+    # unregistered by pytest at the end of the session; the summary runs before that
+
+
+def render(stand: Stand, cases: list[Case], phase_calls: dict[str, list[str]], seconds: float) -> list[str]:
+    head = (f"{'provider':8} {'phase':15} {'call':34} {'fault':21} {'outcome':24} {'retries':>7} {'hits':>4} "
+            f"{'secs':>5} left  ok")
+    lines = [head, "-" * len(head)]
+    for c in cases:
+        outcome = c.status + (f" ({c.error['code']})" if c.status == "failed" and c.error else "")
+        lines.append(f"{stand.name:8} {c.phase:15} {c.call[:34]:34} {c.fault[:21]:21} {outcome[:24]:24} "
+                     f"{c.retried:>7} {c.hits:>4} {c.took.get(c.phase, 0):>5.1f} {len(c.left):>4}  "
+                     f"{'ok' if not c.problems else 'FAIL'}")
+    faulted = {c.call for c in cases}
+    for phase in PHASES:
+        seen = sorted(set(phase_calls.get(phase, [])))
+        missed = [x for x in seen if x not in faulted]
+        lines.append(f"{stand.name} {phase}: calls seen {len(seen)}, not faulted: {', '.join(missed) or '-'}")
+    lines.append(f"{stand.name}: {len(cases)} cases in {seconds:.1f}s; left in the stand-in: {stand.alive() or 'nothing'}")
+    return lines
+
+
+# ---------------------------------------------------------------------- onebox, with a worker we can pause
+class Onebox:
+    def __init__(self, stand: Stand, settings) -> None:
+        self.stand, self.settings = stand, settings
+        self._worker: asyncio.Task | None = None
+        self._stop: asyncio.Event | None = None
+
+    async def __aenter__(self) -> "Onebox":
+        from app.main import create_app
+        from app.services import Services
+
+        self.svc = Services.build(self.settings, providers={self.stand.name: self.stand.make_provider()})
+        await self.svc.db.ensure_indexes()
+        transport = httpx.ASGITransport(app=create_app(self.settings, self.svc))
+        self.api = httpx.AsyncClient(transport=transport, base_url="http://onebox.test")
+        self.headers = {"Authorization": f"Bearer {self.svc.tokens.mint('alice')}"}
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.pause()
+        await self.api.aclose()
+        await self.svc.close()
+
+    def start(self) -> None:
+        from app.worker.runner import Worker
+
+        self._stop = asyncio.Event()
+        self._worker = asyncio.create_task(Worker(self.svc).run(self._stop))
+
+    async def pause(self) -> None:
+        if self._worker is not None:
+            self._stop.set()
+            await self._worker
+            self._worker = None
+
+    async def get(self, path: str) -> dict | list:
+        response = await self.api.get(path, headers=self.headers)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def send(self, method: str, path: str, **kw) -> dict | None:
+        response = await self.api.request(method, path, headers=self.headers, **kw)
+        assert response.status_code in (202, 204), response.text
+        return response.json() if response.content else None
+
+    async def retries(self, case: Case, phase: str) -> int:
+        return await self.svc.db.events.count_documents(
+            {"instance_id": case.instance_id, "type": "step.retrying", "step": {"$in": sorted(PHASE_STEPS[phase])}})
+
+    async def settle(self, phase: str, cases: list[Case], collection: str, key: Callable[[Case], str],
+                     done: set[str]) -> list[dict]:
+        """Wait until every case's record is in ``done`` (read from the database in one query, not through
+        the API, to keep the load down); clear a persistent fault once it has retried enough."""
+        started = time.monotonic()
+        pending = {key(c): c for c in cases}
+        docs: dict[str, dict] = {}
+        while pending and time.monotonic() < started + WAIT:
+            async for doc in self.svc.db.db[collection].find({"_id": {"$in": list(pending)}}):
+                docs[doc["_id"]] = doc
+                if doc["status"] in done:
+                    pending.pop(doc["_id"]).took[phase] = time.monotonic() - started
+            for case in pending.values():
+                if case.clear_after and case.phase == phase and case.handle is not None \
+                        and await self.retries(case, phase) >= case.clear_after:
+                    case.hits = self.stand.hits(case.handle)
+                    self.stand.disarm(case.handle)
+                    case.handle = None
+            await asyncio.sleep(0.3)
+        return [docs.get(key(c), {"status": "missing"}) for c in cases]
+
+
+async def run_phase(box: Onebox, phase: str, cases: list[Case], request: Callable, collection: str,
+                    done: set[str], phase_calls: dict[str, list[str]]) -> None:
+    """Queue the phase's work for ``cases`` with the worker paused, arm their faults, run, settle, disarm."""
+    stand = box.stand
+    before, started = len(stand.calls()), time.monotonic()
+    for case in cases:
+        await request(case)
+    for case in cases:
+        if case.phase == phase:
+            key = case.snapshot_id if case.scope == "snapshot" else case.instance_id
+            case.handle = case.arm(key)
+    box.start()
+    try:
+        docs = await box.settle(phase, cases, collection,
+                                lambda c: c.instance_id if collection == "instances" else c.snapshot_id, done)
+        await asyncio.sleep(0.5)  # a job writes its last bits (quota release, events) after its final status
+    finally:
+        await box.pause()
+    phase_calls[phase] = stand.calls()[before:]
+    print(f"{stand.name} {phase}: {len(cases)} cases in {time.monotonic() - started:.1f}s", flush=True)
+    for case, doc in zip(cases, docs):
+        case.reached[phase] = doc["status"]
+        if case.phase != phase:
+            if doc["status"] != WANTED[phase]:
+                case.problems.append(f"{phase}: {doc['status']} without a fault ({doc.get('error')})")
+            continue
+        if case.handle is not None:
+            case.hits = stand.hits(case.handle)
+            stand.disarm(case.handle)
+            case.handle = None
+        case.status, case.error = doc["status"], doc.get("error")
+        case.retried = await box.retries(case, phase)
+        check(stand, case, doc)
+
+
+def check(stand: Stand, case: Case, doc: dict) -> None:
+    """What must be true right after the phase the case's fault was aimed at."""
+    problems = case.problems
+    if case.status != case.wanted:
+        problems.append(f"ended {case.status} (wanted {case.wanted}): {doc.get('error')}")
+    if case.fault != "none" and case.hits < 1:
+        problems.append("the fault never fired")
+    if case.wanted == "failed":
+        if not case.error or case.error.get("code") != case.code or case.error.get("step") not in PHASE_STEPS[case.phase]:
+            problems.append(f"error {case.error} (wanted code {case.code} at a {case.phase} step)")
+        elif not case.error.get("message"):
+            problems.append("the error has no message")
+        case.left = (stand.owned_snapshot(case.snapshot_id) if case.needs_snapshot
+                     else stand.owned_instance(case.instance_id))
+        if case.left:
+            problems.append(f"left behind after the failure: {case.left}")
+    elif case.fault != "none" and case.retried < 1:
+        problems.append("succeeded without a step.retrying event: the fault was absorbed below the engine")
+
+
+async def run_matrix(stand: Stand, settings, matrix: _MatrixReport) -> None:
+    started = time.monotonic()
+    control = Case("(no fault)", "none", "delete_snapshot", lambda key: None)
+    cases = [control, *stand.cases]
+    phase_calls: dict[str, list[str]] = {}
+    async with Onebox(stand, settings) as box:
+        async def create(case: Case) -> None:
+            case.instance_id = (await box.send("POST", "/v1/instances", json=stand.body("fault-box")))["id"]
+
+        await run_phase(box, "create", cases, create, "instances",
+                        {"running", "failed"}, phase_calls)
+        parts = len(stand.owned_instance(control.instance_id))
+        assert control.reached["create"] == "running" and parts, f"the control did not run: {control.problems}"
+        for case in cases:
+            if case.reached["create"] == "running" and len(stand.owned_instance(case.instance_id)) != parts:
+                case.problems.append(f"{stand.owned_instance(case.instance_id)}: not one set of {parts} parts")
+
+        snapshotting = [c for c in cases if c.needs_snapshot and c.reached["create"] == "running"]
+
+        async def snapshot(case: Case) -> None:
+            case.snapshot_id = (await box.send("POST", f"/v1/instances/{case.instance_id}/snapshots",
+                                               json={"name": "fault-snap"}))["id"]
+
+        await run_phase(box, "snapshot", snapshotting, snapshot, "snapshots",
+                        {"available", "failed"}, phase_calls)
+
+        deleting_snapshots = [c for c in snapshotting if c.reached["snapshot"] == "available"]
+        for case in deleting_snapshots:
+            stand.before_delete_snapshot(case)
+
+        async def delete_snapshot(case: Case) -> None:
+            await box.send("DELETE", f"/v1/snapshots/{case.snapshot_id}")
+
+        await run_phase(box, "delete_snapshot", deleting_snapshots, delete_snapshot,
+                        "snapshots", {"deleted"}, phase_calls)
+
+        async def delete(case: Case) -> None:
+            await box.send("DELETE", f"/v1/instances/{case.instance_id}")
+
+        await run_phase(box, "delete", cases, delete, "instances", {"deleted"},
+                        phase_calls)
+        for case in cases:
+            left = stand.owned_instance(case.instance_id) + (
+                stand.owned_snapshot(case.snapshot_id) if case.snapshot_id else [])
+            if left:
+                case.left = left
+                case.problems.append(f"left in the cloud after every delete: {left}")
+
+    lines = render(stand, cases, phase_calls, time.monotonic() - started)
+    print("\n" + "\n".join(lines))
+    matrix.lines += [*lines, ""]
+    failed = [f"{c.phase} {c.call} {c.fault}: {'; '.join(c.problems)}" for c in cases if c.problems]
+    print("\n".join(failed))
+    assert not failed, "\n".join(failed)
+    assert stand.alive() == [], "nothing of ours is left in the cloud"
+
+
+def fault_settings(ferretdb, tmp_path, provider: str):
+    return make_settings(ferretdb, tmp_path / "data", providers=[provider], max_attempts=5, worker_concurrency=16,
+                         quota_max_snapshots=1000, db_timeout_seconds=15.0, poll_seconds=0.1,
+                         provider_threads=24, reaper_enabled=False)
+
+
+def cases_for(calls: list[tuple[str, str, str]], faults: dict[str, Callable[[str, str], Callable[[str], Any]]],
+              scope: Callable[[str], str] = lambda phase: "instance") -> list[Case]:
+    """Every (phase, call, target) × every transient fault, as cases."""
+    out = []
+    for phase, call, target in calls:
+        for fault, make in faults.items():
+            out.append(Case(call, fault, phase, make(call, target), scope=scope(phase)))
+    return out
+
+
+# ---------------------------------------------------------------------- AWS on moto, through the fault proxy
+AWS_HOLD = 3.5  # > read_timeout
+AWS_SDK_ATTEMPTS = 2
+
+
+@pytest.fixture
+def aws_stand(aws_env):  # noqa: F811
+    import boto3
+
+    from providers.aws import AwsConfig, AwsProvider
+    from tests.fakes.ec2_faults import Ec2FaultProxy
+
+    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=aws_env.url)
+    ec2.describe_vpcs()  # moto builds the region's state on its first call: not a timeout to inject
+    proxy = Ec2FaultProxy(aws_env.url).start()
+
+    def tagged(key: str, value: str) -> list[str]:
+        flt = [{"Name": f"tag:{key}", "Values": [value]}]
+        found = [i["InstanceId"] for r in ec2.describe_instances(Filters=flt)["Reservations"] for i in r["Instances"]
+                 if i["State"]["Name"] not in ("terminated", "shutting-down")]
+        found += [v["VolumeId"] for v in ec2.describe_volumes(Filters=flt)["Volumes"]]
+        found += [i["ImageId"] for i in ec2.describe_images(Owners=["self"], Filters=flt)["Images"]]
+        found += [s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"], Filters=flt)["Snapshots"]]
+        return found
+
+    def owned_instance(instance_id: str) -> list[str]:
+        return [r for r in tagged("onebox-instance-id", instance_id) if r.startswith(("i-", "vol-"))]
+
+    def owned_snapshot(snapshot_id: str) -> list[str]:
+        image_ids = [i["ImageId"] for i in ec2.describe_images(Owners=["self"], Filters=[
+            {"Name": "name", "Values": [f"onebox-{snapshot_id}"]}])["Images"]]
+        return sorted(set(tagged("onebox-snapshot-id", snapshot_id) + image_ids))
+
+    def alive() -> list[str]:
+        return tagged("managed-by", "onebox")
+
+    def before_delete_snapshot(case: Case) -> None:
+        # DeleteSnapshot names only the EBS snapshot: tell the proxy whose it is.
+        images = ec2.describe_images(Owners=["self"], Filters=[
+            {"Name": "tag:onebox-snapshot-id", "Values": [case.snapshot_id]}])["Images"]
+        ebs = [m["Ebs"]["SnapshotId"] for i in images for m in i.get("BlockDeviceMappings", []) if "Ebs" in m]
+        proxy.alias(case.snapshot_id, *ebs)
+
+    def ec2_fault(**spec):
+        def make(call: str, target: str) -> Callable[[str], Any]:
+            return lambda key: proxy.add_fault(action=call, contains=key, **spec).id
+        return make
+
+    transient = {
+        "throttle": ec2_fault(code="RequestLimitExceeded", count=AWS_SDK_ATTEMPTS + 1),
+        "5xx": ec2_fault(code="InternalError", count=AWS_SDK_ATTEMPTS + 1),
+        "timeout": ec2_fault(hold=AWS_HOLD, count=AWS_SDK_ATTEMPTS),
+    }
+    calls = [
+        ("create", "DescribeInstances", ""),  # the look-up by tag before creating, then wait_running's reads
+        ("create", "RunInstances", ""),
+        ("snapshot", "DescribeImages", ""),
+        ("snapshot", "CreateImage", ""),
+        ("snapshot", "CreateTags", ""),
+        ("delete_snapshot", "DescribeImages", ""),
+        ("delete_snapshot", "DeregisterImage", ""),
+        ("delete_snapshot", "DescribeSnapshots", ""),
+        ("delete_snapshot", "DeleteSnapshot", ""),
+        ("delete", "DescribeInstances", ""),
+        ("delete", "TerminateInstances", ""),
+        ("delete", "DescribeVolumes", ""),
+    ]
+    cases = cases_for(calls, transient, lambda phase: "snapshot" if phase == "delete_snapshot" else "instance")
+    for case in cases:
+        if case.phase == "snapshot" and case.call != "CreateImage":
+            case.scope = "snapshot"
+    fail = dict(outcome="failed", code=None)
+    cases += [
+        Case("DescribeInstances", "throttle (Throttling)", "create",
+             ec2_fault(code="Throttling", count=AWS_SDK_ATTEMPTS + 1)("DescribeInstances", "")),
+        Case("RunInstances", "capacity", "create", ec2_fault(code="InsufficientInstanceCapacity", count=-1)(
+            "RunInstances", ""), **{**fail, "code": "capacity"}),
+        Case("RunInstances", "quota (instances)", "create", ec2_fault(code="InstanceLimitExceeded", count=-1)(
+            "RunInstances", ""), **{**fail, "code": "quota"}),
+        Case("RunInstances", "quota (vCPUs)", "create", ec2_fault(code="VcpuLimitExceeded", count=-1)(
+            "RunInstances", ""), **{**fail, "code": "quota"}),
+        Case("RunInstances", "5xx persistent", "create", ec2_fault(code="Unavailable", count=-1)(
+            "RunInstances", ""), **{**fail, "code": "provider_error"}),
+        Case("CreateImage", "quota (AMIs)", "snapshot", ec2_fault(code="ResourceLimitExceeded", count=-1)(
+            "CreateImage", ""), **{**fail, "code": "quota"}),
+        Case("TerminateInstances", "throttle persistent", "delete", ec2_fault(
+            code="RequestLimitExceeded", count=-1)("TerminateInstances", ""), clear_after=3),
+        Case("DeleteSnapshot", "5xx persistent", "delete_snapshot", ec2_fault(code="InternalError", count=-1)(
+            "DeleteSnapshot", ""), scope="snapshot", clear_after=3),
+    ]
+
+    def provider():
+        made = AwsProvider(AwsConfig(endpoint_url=proxy.url, poll_delay=0.2, consistency_grace=1.0,
+                                     max_attempts=AWS_SDK_ATTEMPTS, read_timeout=2.5, connect_timeout=2.0,
+                                     wait_timeout=60.0))
+        # The catalog is loaded before anything is queued (and cached); moto's DescribeInstanceTypes is slow.
+        made._catalog = (time.monotonic(), AwsProvider(AwsConfig(endpoint_url=aws_env.url)).catalog())
+        return made
+
+    yield Stand("aws", "us-east-1", "t3.micro", provider, cases, proxy.remove_fault, proxy.fired,
+                owned_instance, owned_snapshot, alive, lambda: [c[0] for c in proxy.calls],
+                before_delete_snapshot=before_delete_snapshot)
+    proxy.stop()
+
+
+async def test_aws_faults(aws_stand, ferretdb, tmp_path, matrix):
+    await run_matrix(aws_stand, fault_settings(ferretdb, tmp_path, "aws"), matrix)
