@@ -695,8 +695,12 @@ class ArmState:
         route = self._route(path)
         fault = self._match_fault(method, path, route, self._request_text(path, query, body, route))
         if fault is not None and fault.action == "hold":
-            status, payload, hdrs = getattr(self, f"_h_{route.kind}")(
-                _Ctx(method=method, query=query, body=body, base=base, api_version=api_version, fault=None), route)
+            try:
+                status, payload, hdrs = getattr(self, f"_h_{route.kind}")(
+                    _Ctx(method=method, query=query, body=body, base=base, api_version=api_version, fault=None), route)
+            except ArmError as e:  # whatever the answer (a 404 too), it comes late
+                e.headers = {**e.headers, HOLD_HEADER: str(fault.seconds)}
+                raise
             return status, payload, {**hdrs, HOLD_HEADER: str(fault.seconds)}
         if fault is not None and fault.action == "error":
             hdrs = {}

@@ -731,6 +731,7 @@ class GceFake:
         with self._lock:
             self._tick()
             method_id = None
+            hold = None
             try:
                 query = parse_qs(url.query, keep_blank_values=True)
                 route_error = None
@@ -758,10 +759,10 @@ class GceFake:
                 if self.check_responses and route.response_ref:
                     self._validator.response(route.response_ref, result)
                 status, headers = 200, {}
-                if hold is not None:
-                    headers = {HOLD_HEADER: f"{hold.seconds or 0:g}"}
             except ApiError as exc:
-                status, headers, result = exc.status, exc.headers, exc.body()
+                status, headers, result = exc.status, dict(exc.headers), exc.body()
+            if hold is not None:  # whatever the answer (a 404 too), it comes late
+                headers[HOLD_HEADER] = f"{hold.seconds or 0:g}"
             self.calls.append(
                 {"method": http_method, "path": path, "query": url.query, "status": status, "method_id": method_id}
             )
