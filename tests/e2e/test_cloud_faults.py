@@ -56,6 +56,7 @@ class Case:
     outcome: str | None = None  # status wanted at the end of the phase; None: WANTED[phase]
     code: str | None = None  # error code wanted when the outcome is failed
     clear_after: int = 0  # persistent fault removed after this many step.retrying events
+    step: str | None = None  # the step whose step.retrying events must show it, when it matters
     # filled in while running
     instance_id: str | None = None
     snapshot_id: str | None = None
@@ -63,6 +64,7 @@ class Case:
     status: str = ""
     error: dict | None = None
     retried: int = 0
+    retried_at_step: int = 0
     hits: int = 0
     took: float = 0.0  # seconds until its phase settled for it
     left: list[str] = field(default_factory=list)
@@ -285,6 +287,9 @@ async def run_phase(box: Onebox, phase: str, lanes: list[Lane], request: Callabl
             case.handle = None
         case.status, case.error = doc["status"], doc.get("error")
         case.retried = await box.retries(lane, phase)
+        if case.step:
+            case.retried_at_step = await box.svc.db.events.count_documents(
+                {"instance_id": lane.instance_id, "type": "step.retrying", "step": case.step})
         check(stand, case, doc)
 
 
@@ -306,6 +311,8 @@ def check(stand: Stand, case: Case, doc: dict) -> None:
             problems.append(f"left behind after the failure: {case.left}")
     elif case.fault != "none" and case.retried < 1:
         problems.append("succeeded without a step.retrying event: the fault was absorbed below the engine")
+    elif case.step and case.retried_at_step < 1:
+        problems.append(f"no step.retrying event at step {case.step}")
 
 
 async def run_matrix(stand: Stand, settings, matrix: _MatrixReport) -> None:
@@ -456,6 +463,12 @@ def aws_stand(aws_env):  # noqa: F811
         if case.phase == "snapshot" and case.call != "CreateImage":
             case.scope = "snapshot"
     fail = dict(outcome="failed", code=None)
+    # create looks the instance up by tag once; what follows are wait_running's reads (by its EC2 id)
+    cases += [Case("DescribeInstances", f"{name} (wait_running)", "create", make("DescribeInstances", ""),
+                   step="wait_running") for name, make in {
+        "throttle": ec2_fault(code="RequestLimitExceeded", count=AWS_SDK_ATTEMPTS + 1, skip=1),
+        "5xx": ec2_fault(code="Unavailable", count=AWS_SDK_ATTEMPTS + 1, skip=1),
+        "timeout": ec2_fault(hold=AWS_HOLD, count=AWS_SDK_ATTEMPTS, skip=1)}.items()]
     cases += [
         Case("DescribeInstances", "throttle (Throttling)", "create",
              ec2_fault(code="Throttling", count=AWS_SDK_ATTEMPTS + 1)("DescribeInstances", "")),
@@ -543,14 +556,14 @@ def gcp_stand(gce_server):  # noqa: F811
                                                       **match)
         return make
 
-    def hold(count: int = GCP_API_ATTEMPTS, seconds: float = GCP_TIMEOUT + 1.0):
+    def hold(count: int = GCP_API_ATTEMPTS, seconds: float = GCP_TIMEOUT + 1.0, skip: int = 0):
         def make(call: str, target: str) -> Callable[[str], Any]:
             method, path = target.split(" ", 1)
             if call.endswith("Operations.wait"):  # a wait's HTTP call may last wait_timeout + request_timeout
                 count_, seconds_ = count, GCP_WAIT + GCP_TIMEOUT + 1.0
             else:
                 count_, seconds_ = count, seconds
-            return lambda key: fake.inject_hold(seconds_, count_, method=method, path=path, contains=key)
+            return lambda key: fake.inject_hold(seconds_, count_, method=method, path=path, contains=key, skip=skip)
         return make
 
     def op_error(code: str, operation_type: str):
@@ -583,6 +596,11 @@ def gcp_stand(gce_server):  # noqa: F811
     for case in cases:
         if case.phase == "snapshot" and case.call.startswith(("snapshots.", "disks.")):
             case.scope = "snapshot"
+    get_vm = "GET /zones/[^/]+/instances/[^/]+$"
+    cases += [Case("instances.get", f"{name} (wait_running)", "create", make("instances.get", get_vm),
+                   step="wait_running") for name, make in {
+        "throttle": http(429, GCP_API_ATTEMPTS + 1, skip=2), "5xx": http(503, GCP_API_ATTEMPTS + 1, skip=2),
+        "timeout": hold(skip=2)}.items()]
     cases += [
         Case("zoneOperations.wait", "capacity (operation)", "create",
              op_error("ZONE_RESOURCE_POOL_EXHAUSTED", "insert"), outcome="failed", code="capacity"),
@@ -652,20 +670,20 @@ def azure_stand(arm):  # noqa: F811
         return [r["id"] for r in costly()]
 
     def error(status: int, code: str, times: int, message: str | None = None, retry_after: float | None = None,
-              action: str = "error"):
+              action: str = "error", skip: int = 0):
         def make(call: str, target: str) -> Callable[[str], Any]:
             method, what = target.split(" ", 1)
             match = {"path_contains": what} if what.startswith("/") else {"resource_type": what}
             extra = {"message": message} if message else {}
             return lambda key: arm.add_fault(action=action, method=method, contains=key, status=status, code=code,
-                                             times=times, retry_after=retry_after, **match, **extra).id
+                                             times=times, retry_after=retry_after, skip=skip, **match, **extra).id
         return make
 
-    def hold(call: str, target: str) -> Callable[[str], Any]:
+    def hold(call: str, target: str, skip: int = 0) -> Callable[[str], Any]:
         method, what = target.split(" ", 1)
         match = {"path_contains": what} if what.startswith("/") else {"resource_type": what}
         return lambda key: arm.add_fault(action="hold", method=method, contains=key, seconds=AZURE_TIMEOUT + 1.0,
-                                         times=AZURE_SDK_ATTEMPTS, **match).id
+                                         times=AZURE_SDK_ATTEMPTS, skip=skip, **match).id
 
     transient = {
         "throttle": error(429, "TooManyRequests", AZURE_SDK_ATTEMPTS + 1, retry_after=1,
@@ -702,6 +720,12 @@ def azure_stand(arm):  # noqa: F811
     ]
     cases = cases_for(calls, transient, lambda phase: "snapshot" if phase in ("snapshot", "delete_snapshot")
                       else "instance")
+    # create reads the VM three times (is it there? the VM PUT's final read, then with its instance view)
+    cases += [Case("GET virtualMachines", f"{name} (wait_running)", "create", make, step="wait_running")
+              for name, make in {
+        "throttle": error(429, "TooManyRequests", AZURE_SDK_ATTEMPTS + 1, retry_after=1, skip=3)("", f"GET {VM}"),
+        "5xx": error(500, "InternalServerError", AZURE_SDK_ATTEMPTS + 1, skip=3)("", f"GET {VM}"),
+        "timeout": hold("", f"GET {VM}", skip=3)}.items()]
     quota = "Operation could not be completed as it results in exceeding approved standardBSFamily Cores quota."
     cases += [
         Case("PUT virtualMachines", "capacity (LRO failed)", "create", error(

@@ -70,7 +70,7 @@ Control API (JSON, outside ``/compute``; Python methods of ``GceFake`` in bracke
   ``http`` and ``hold`` faults also take ``contains``: a string that must occur
   in the request (its path, query or body, or the target of the operation a
   get/wait asks about), so that a fault can hit one instance among many.
-  ``count`` -1 means until removed (``DELETE /_fake/faults/<id>``, ``remove_fault``).
+  ``skip`` lets that many matching calls through first; ``count`` -1 means until removed (``DELETE /_fake/faults/<id>``, ``remove_fault``).
 """
 
 from __future__ import annotations
@@ -386,6 +386,7 @@ class _Fault:
     polls: int | None = None
     contains: str | None = None  # http/hold: must occur in the request (path, query, body, operation target)
     seconds: float | None = None  # hold: how long the answer is held back
+    skip: int = 0  # http/hold: let that many matching calls through first
 
 
 # A private header: how long _Handler holds the answer back (a "hold" fault); never sent.
@@ -542,6 +543,7 @@ class GceFake:
         path: str | None = None,
         retry_after: float | None = None,
         contains: str | None = None,
+        skip: int = 0,
     ) -> int:
         """The next ``count`` Compute calls matching method/path (regex)/contains answer ``status``."""
         return self._add_fault(
@@ -554,6 +556,7 @@ class GceFake:
                 status=status,
                 retry_after=retry_after,
                 contains=contains,
+                skip=skip,
             )
         )
 
@@ -565,11 +568,12 @@ class GceFake:
         method: str | None = None,
         path: str | None = None,
         contains: str | None = None,
+        skip: int = 0,
     ) -> int:
         """The next ``count`` matching calls are carried out but answered only after ``seconds``."""
         return self._add_fault(
             _Fault(0, "hold", count, method=method.upper() if method else None, path=path, contains=contains,
-                   seconds=seconds)
+                   seconds=seconds, skip=skip)
         )
 
     def inject_operation_error(
@@ -652,6 +656,9 @@ class GceFake:
             if fault.path and not re.search(fault.path, path):
                 continue
             if fault.contains and fault.contains not in request:
+                continue
+            if fault.skip > 0:
+                fault.skip -= 1
                 continue
             self._fired[fault.id] = self._fired.get(fault.id, 0) + 1
             if fault.count > 0:  # -1: until removed
