@@ -70,7 +70,8 @@ Control API (JSON, outside ``/compute``; Python methods of ``GceFake`` in bracke
   ``http`` and ``hold`` faults also take ``contains``: a string that must occur
   in the request (its path, query or body, or the target of the operation a
   get/wait asks about), so that a fault can hit one instance among many.
-  ``skip`` lets that many matching calls through first; ``count`` -1 means until removed (``DELETE /_fake/faults/<id>``, ``remove_fault``).
+  ``skip`` lets that many matching calls through first; ``count`` -1 means
+  until removed (``DELETE /_fake/faults/<id>``, ``remove_fault``).
 """
 
 from __future__ import annotations
