@@ -56,7 +56,8 @@ class Case:
     scope: str = "instance"  # which id the fault is aimed at: "instance" or "snapshot"
     outcome: str | None = None  # status wanted at the end of the phase; None: WANTED[phase]
     code: str | None = None  # error code wanted when the outcome is failed
-    clear_after: int = 0  # persistent fault removed after this many step.retrying events
+    clear_after: int = 0  # persistent fault removed after this many ``clear_on`` events
+    clear_on: str = "step.retrying"  # or "cleanup.retrying": a fault that also holds up the cleanup
     step: str | None = None  # the step whose step.retrying events must show it, when it matters
     # filled in while running
     instance_id: str | None = None
@@ -187,9 +188,10 @@ class Onebox:
         assert response.status_code in (202, 204), response.text
         return response.json() if response.content else None
 
-    async def retries(self, lane: "Lane", phase: str) -> int:
+    async def retries(self, lane: "Lane", phase: str, type_: str = "step.retrying") -> int:
+        steps = sorted(PHASE_STEPS[phase]) + ["cleanup"]
         return await self.svc.db.events.count_documents(
-            {"instance_id": lane.instance_id, "type": "step.retrying", "step": {"$in": sorted(PHASE_STEPS[phase])}})
+            {"instance_id": lane.instance_id, "type": type_, "step": {"$in": steps}})
 
     async def settle(self, phase: str, lanes: list["Lane"], collection: str, done: set[str]) -> list[dict]:
         """Wait until every lane's record is in ``done`` (read from the database in one query, not through
@@ -207,7 +209,7 @@ class Onebox:
             for lane in pending.values():
                 case = lane.cases.get(phase)
                 if case and case.clear_after and case.handle is not None \
-                        and await self.retries(lane, phase) >= case.clear_after:
+                        and await self.retries(lane, phase, case.clear_on) >= case.clear_after:
                     case.hits = self.stand.hits(case.handle)
                     self.stand.disarm(case.handle)
                     case.handle = None
@@ -297,6 +299,8 @@ def check(stand: Stand, case: Case, doc: dict) -> None:
         problems.append("the fault never fired")
     if case.wanted == "failed":
         error = case.error or {}
+        if case.step and error.get("step") != case.step:
+            problems.append(f"failed at {error.get('step')}, not at {case.step}")
         if error.get("code") != case.code or error.get("step") not in PHASE_STEPS[case.phase]:
             problems.append(f"error {case.error} (wanted code {case.code} at a {case.phase} step)")
         elif not case.error.get("message"):
@@ -307,7 +311,7 @@ def check(stand: Stand, case: Case, doc: dict) -> None:
             problems.append(f"left behind after the failure: {case.left}")
     elif case.fault != "none" and case.retried < 1:
         problems.append("succeeded without a step.retrying event: the fault was absorbed below the engine")
-    elif case.step and case.retried_at_step < 1:
+    if case.wanted != "failed" and case.step and case.retried_at_step < 1:
         problems.append(f"no step.retrying event at step {case.step}")
 
 
@@ -476,6 +480,11 @@ def aws_stand(aws_env):  # noqa: F811
             "RunInstances", ""), **{**fail, "code": "quota"}),
         Case("RunInstances", "5xx persistent", "create", ec2_fault(code="Unavailable", count=-1)(
             "RunInstances", ""), **{**fail, "code": "provider_error"}),
+        # wait_running's reads fail for good: failed at that step; the same fault holds up the cleanup's
+        # look-ups until it is cleared, and the cleanup must still remove the instance
+        Case("DescribeInstances", "5xx persistent, in cleanup", "create", ec2_fault(code="InternalError", count=-1,
+             skip=1)("DescribeInstances", ""), outcome="failed", code="provider_error", step="wait_running",
+             clear_on="cleanup.retrying", clear_after=2),
         Case("CreateImage", "quota (AMIs)", "snapshot", ec2_fault(code="ResourceLimitExceeded", count=-1)(
             "CreateImage", ""), **{**fail, "code": "quota"}),
         Case("TerminateInstances", "throttle persistent", "delete", ec2_fault(
@@ -604,6 +613,9 @@ def gcp_stand(gce_server):  # noqa: F811
              outcome="failed", code="quota"),
         Case("instances.insert", "5xx persistent", "create", http(503, -1)(
             "", "POST /zones/[^/]+/instances$"), outcome="failed", code="provider_error"),
+        Case("instances.get", "5xx persistent, in cleanup", "create", http(503, -1, skip=2)("", get_vm),
+             outcome="failed", code="provider_error", step="wait_running", clear_on="cleanup.retrying",
+             clear_after=2),
         Case("zoneOperations.wait", "quota (operation)", "snapshot", op_error("QUOTA_EXCEEDED", "createSnapshot"),
              outcome="failed", code="quota"),
         Case("instances.delete", "throttle persistent", "delete", http(429, -1)(
@@ -734,6 +746,9 @@ def azure_stand(arm):  # noqa: F811
              outcome="failed", code="capacity"),
         Case("PUT virtualMachines", "quota (OperationNotAllowed)", "create", error(
             409, "OperationNotAllowed", -1, message=quota)("", f"PUT {VM}"), outcome="failed", code="quota"),
+        Case("GET virtualMachines", "5xx persistent, in cleanup", "create", error(
+            500, "InternalServerError", -1, skip=3)("", f"GET {VM}"), outcome="failed", code="provider_error",
+             step="wait_running", clear_on="cleanup.retrying", clear_after=2),
         Case("PUT networkInterfaces", "5xx persistent", "create", error(500, "InternalServerError", -1)(
             "", f"PUT {NIC}"), outcome="failed", code="provider_error"),
         Case("PUT snapshots", "quota (OperationNotAllowed)", "snapshot", error(
