@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from providers.aws import AwsConfig, AwsProvider
-from providers.base import CapacityError, ProviderError, QuotaError
+from providers.base import CapacityError, InstanceRef, ProviderError, QuotaError
 from tests.fakes.ec2_faults import Ec2FaultProxy
 from tests.providers.aws_fixtures import aws_env, moto_ec2, new_spec  # noqa: F401  (fixtures)
 
@@ -80,6 +80,6 @@ def test_contains_matches_our_id_through_the_aws_ids_it_learned(proxy):
     info = p.create_instance(spec)
     proxy.add_fault(action="DescribeInstances", code="InternalError", contains=spec.instance_id, count=-1)
     with pytest.raises(ProviderError):
-        p.wait_running(spec.ref.__class__(spec.instance_id, spec.region, cloud_id=info.cloud_id), 5)
+        p.wait_running(InstanceRef(spec.instance_id, spec.region, cloud_id=info.cloud_id), 5)
     other = new_spec()
     p.create_instance(other)  # not ours: passes
