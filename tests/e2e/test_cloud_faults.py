@@ -231,6 +231,7 @@ def gcp_stand(gce_server):  # noqa: F811
         ("create", "zoneOperations.wait", "POST /zones/[^/]+/operations/[^/]+/wait$"),
         ("create", "instances.get", "GET /zones/[^/]+/instances/[^/]+$"),
         ("snapshot", "snapshots.get", "GET /global/snapshots/[^/]+$"),
+        ("snapshot", "instances.get", "GET /zones/[^/]+/instances/[^/]+$"),  # which disk to snapshot
         ("snapshot", "disks.createSnapshot", "POST /disks/[^/]+/createSnapshot$"),
         ("snapshot", "zoneOperations.wait", "POST /zones/[^/]+/operations/[^/]+/wait$"),
         ("delete_snapshot", "snapshots.get", "GET /global/snapshots/[^/]+$"),
@@ -357,12 +358,15 @@ def azure_stand(arm):  # noqa: F811
         ("create", "PATCH disks", f"PATCH {DISK}"),  # tags the OS disk
 
         ("snapshot", "GET snapshots", f"GET {SNAP}"),
+        ("snapshot", "GET virtualMachines", f"GET {VM}"),  # which disk to snapshot
         ("snapshot", "PUT snapshots", f"PUT {SNAP}"),
         ("snapshot", "GET operations", "GET /operations/"),
         ("delete_snapshot", "GET snapshots", f"GET {SNAP}"),
         ("delete_snapshot", "DELETE snapshots", f"DELETE {SNAP}"),
         ("delete_snapshot", "GET operations", "GET /operations/"),
         ("delete", "GET resources", "GET /resources"),
+        ("delete", "GET virtualMachines", f"GET {VM}"),
+        ("delete", "GET networkInterfaces", f"GET {NIC}"),
         ("delete", "GET networkSecurityGroups", f"GET {NSG}"),
         ("delete", "GET publicIPAddresses", f"GET {PIP}"),
         ("delete", "GET disks", f"GET {DISK}"),
@@ -374,6 +378,9 @@ def azure_stand(arm):  # noqa: F811
     ]
     cases = cases_for(calls, transient, lambda phase: "snapshot" if phase in ("snapshot", "delete_snapshot")
                       else "instance")
+    for case in cases:
+        if case.call == "GET virtualMachines":
+            case.scope = "instance"
     # create reads the VM three times (is it there? the VM PUT's final read, then with its instance view)
     cases += [Case("GET virtualMachines", f"{name} (wait_running)", "create", make, step="wait_running")
               for name, make in {
