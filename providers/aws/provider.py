@@ -112,7 +112,8 @@ class AwsProvider:
                     region_name=region,
                     endpoint_url=self.config.endpoint_url,
                     config=Config(
-                        retries={"mode": "standard", "max_attempts": self.config.max_attempts},
+                        # botocore's "max_attempts" counts retries only; "total_max_attempts" includes the first
+                        retries={"mode": "standard", "total_max_attempts": self.config.max_attempts},
                         connect_timeout=self.config.connect_timeout,
                         read_timeout=self.config.read_timeout,
                         user_agent_extra="onebox",

@@ -75,12 +75,17 @@ HTTP (``POST /_fake/faults`` with the same fields as JSON):
 * ``action="keep_parts"``: a VM delete ignores deleteOption for ``parts``
   (``nic``, ``disk``, ``public_ip``; default ``["nic"]``), leaving them behind;
 * ``action="slow"``: the PUT/DELETE's operation stays ``InProgress`` for
-  ``polls`` status polls or ``seconds``, whichever comes first.
+  ``polls`` status polls or ``seconds``, whichever comes first;
+* ``action="hold"``: carry the request out, but hold its answer back for
+  ``seconds`` (a client with a shorter read timeout sees a timeout although the
+  call happened).
 
 Matching: ``method`` ("*" for any), ``resource_type`` (e.g.
-``Microsoft.Network/networkInterfaces``), ``name``, ``path_contains``; ``skip``
-lets that many matching requests through first; ``times`` is how often it fires
-(-1: until cleared).
+``Microsoft.Network/networkInterfaces``), ``name``, ``path_contains``,
+``contains`` (case-insensitive, anywhere in the path, query, body, or the
+resource an operation status poll is about: one instance's calls among many);
+``skip`` lets that many matching requests through first; ``times`` is how often
+it fires (-1: until cleared or removed, ``DELETE /_fake/faults/<id>``).
 
 Control API (no auth): ``POST /_fake/reset``, ``POST|GET|DELETE /_fake/faults``,
 ``GET /_fake/resources[?tagName=..&tagValue=..]`` (every resource, untagged
@@ -96,6 +101,7 @@ Run by hand::
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import copy
 import ipaddress
@@ -137,6 +143,9 @@ IMAGES: dict[tuple[str, str, str], tuple[str, ...]] = {
 IMAGE_DISK_GB = 30
 
 DEFAULT_CORE_QUOTA = 100
+
+# A private header: how long the server holds an answer back (a "hold" fault); never sent.
+HOLD_HEADER = "x-arm-fake-hold"
 
 RESERVED_ADMIN_NAMES = frozenset(
     "administrator admin user user1 test user2 test1 user3 admin1 1 123 a actuser adm admin2 aspnet backup "
@@ -275,6 +284,7 @@ class Fault:
     seconds: float = 2.0  # action "slow": the operation ends by itself after this long
     skip: int = 0
     times: int = 1
+    contains: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     hits: int = 0
 
@@ -330,7 +340,7 @@ class ArmState:
         if "parts" in kw:
             kw["parts"] = tuple(kw["parts"])
         fault = Fault(**kw)
-        if fault.action not in ("error", "lro_fail", "keep_parts", "slow"):
+        if fault.action not in ("error", "lro_fail", "keep_parts", "slow", "hold"):
             raise ValueError(f"unknown fault action {fault.action!r}")
         with self.lock:
             self.faults.append(fault)
@@ -339,6 +349,10 @@ class ArmState:
     def clear_faults(self) -> None:
         with self.lock:
             self.faults.clear()
+
+    def remove_fault(self, fault_id: str) -> None:
+        with self.lock:
+            self.faults = [f for f in self.faults if f.id != fault_id]
 
     def set_power_state(self, vm_name: str, power: str, rg: str | None = None) -> None:
         """Test helper: pretend the VM was stopped/deallocated/started outside onebox."""
@@ -653,6 +667,9 @@ class ArmState:
                 self.clear_faults()
                 return 200, {"ok": True}, {}
             return 200, [f.as_dict() for f in self.faults], {}
+        if path.startswith("/_fake/faults/") and method == "DELETE":
+            self.remove_fault(path.rsplit("/", 1)[1])
+            return 200, {"ok": True}, {}
         if path == "/_fake/resources" and method == "GET":
             return 200, self.find(query.get("tagName"), query.get("tagValue"), query.get("type")), {}
         if path == "/_fake/requests" and method == "GET":
@@ -679,7 +696,15 @@ class ArmState:
                            f"The api-version '{api_version}' is invalid. The supported versions are '2025-04-01'.")
         self._advance()
         route = self._route(path)
-        fault = self._match_fault(method, path, route)
+        fault = self._match_fault(method, path, route, self._request_text(path, query, body, route))
+        if fault is not None and fault.action == "hold":
+            try:
+                status, payload, hdrs = getattr(self, f"_h_{route.kind}")(
+                    _Ctx(method=method, query=query, body=body, base=base, api_version=api_version, fault=None), route)
+            except ArmError as e:  # whatever the answer (a 404 too), it comes late
+                e.headers = {**e.headers, HOLD_HEADER: str(fault.seconds)}
+                raise
+            return status, payload, {**hdrs, HOLD_HEADER: str(fault.seconds)}
         if fault is not None and fault.action == "error":
             hdrs = {}
             if fault.retry_after is not None:
@@ -749,9 +774,20 @@ class ArmState:
                 return _Route("image_versions", extra=(lrest[3], rest[5], rest[9], rest[11], *rest[13:14]))
         raise ArmError(404, "NotFound", f"No route for '{path}'.")
 
-    def _match_fault(self, method: str, path: str, route: _Route) -> Fault | None:
+    def _request_text(self, path: str, query: dict[str, str], body: bytes, route: _Route) -> str:
+        """Everything a call mentions, lower-cased, for ``Fault.contains``."""
+        if not any(f.contains for f in self.faults):
+            return ""
+        text = f"{path}?{urlencode(query)}\n{query.get('$filter', '')}\n{body.decode('utf-8', 'replace')}"
+        if route.kind in ("operation", "operation_result") and route.name in self.ops:
+            text += "\n" + self.ops[route.name].key
+        return text.lower()
+
+    def _match_fault(self, method: str, path: str, route: _Route, request: str = "") -> Fault | None:
         for fault in self.faults:
             if fault.times == 0:
+                continue
+            if fault.contains and fault.contains.lower() not in request:
                 continue
             if fault.method != "*" and fault.method.upper() != method:
                 continue
@@ -1890,6 +1926,9 @@ def _make_app(state: ArmState):
         headers = {k.lower(): v for k, v in request.headers.items()}
         base = f"{request.url.scheme}://{request.url.netloc}"
         status, payload, hdrs = state.handle(request.method, request.url.path, query, headers, body, base)
+        hold = float(hdrs.pop(HOLD_HEADER, 0) or 0)
+        if hold:
+            await asyncio.sleep(hold)  # done, but answered late: the client may have given up
         if payload is None or request.method == "HEAD":
             return Response(status_code=status, headers=hdrs)
         return Response(json.dumps(payload), status_code=status, headers=hdrs,
@@ -1966,6 +2005,9 @@ class ArmFake:
 
     def clear_faults(self) -> None:
         self.state.clear_faults()
+
+    def remove_fault(self, fault_id: str) -> None:
+        self.state.remove_fault(fault_id)
 
     def settings(self, **kw: Any) -> None:
         self.state.settings(**kw)

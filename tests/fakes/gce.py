@@ -61,7 +61,17 @@ Control API (JSON, outside ``/compute``; Python methods of ``GceFake`` in bracke
     their real message and httpErrorStatusCode; ``http_status`` and ``message``
     override);
   - ``{"type": "slow_operation", "polls": 5, "operation_type": "insert", "count": 1}``:
-    the next matching operation stays RUNNING for that many polls.
+    the next matching operation stays RUNNING for that many polls;
+  - ``{"type": "hold", "seconds": 3, "count": 1, "method": "GET", "path": "/instances/"}``:
+    the next ``count`` matching calls are carried out, but their answer is held
+    back that long (a client with a shorter read timeout sees a timeout and the
+    call has still happened, as with a real slow or lost response).
+
+  ``http`` and ``hold`` faults also take ``contains``: a string that must occur
+  in the request (its path, query or body, or the target of the operation a
+  get/wait asks about), so that a fault can hit one instance among many.
+  ``skip`` lets that many matching calls through first; ``count`` -1 means
+  until removed (``DELETE /_fake/faults/<id>``, ``remove_fault``).
 """
 
 from __future__ import annotations
@@ -378,6 +388,13 @@ class _Fault:
     message: str | None = None
     http_status: int | None = None
     polls: int | None = None
+    contains: str | None = None  # http/hold: must occur in the request (path, query, body, operation target)
+    seconds: float | None = None  # hold: how long the answer is held back
+    skip: int = 0  # http/hold: let that many matching calls through first
+
+
+# A private header: how long _Handler holds the answer back (a "hold" fault); never sent.
+HOLD_HEADER = "X-Gce-Fake-Hold"
 
 
 class GceFake:
@@ -421,6 +438,7 @@ class GceFake:
             self.request_ids: dict[tuple[str, str], tuple[str, str, str]] = {}
             self.calls: collections.deque[dict] = collections.deque(maxlen=20000)
             self._faults: list[_Fault] = []
+            self._fired: dict[int, int] = {}  # fault id -> times it fired (kept after the fault is used up)
             self._fault_ids = itertools.count(1)
             self._nat_ips = itertools.cycle(str(ip) for ip in list(ipaddress.ip_network("203.0.113.0/24").hosts())[9:])
             self._internal_ips = itertools.cycle(
@@ -532,8 +550,10 @@ class GceFake:
         method: str | None = None,
         path: str | None = None,
         retry_after: float | None = None,
+        contains: str | None = None,
+        skip: int = 0,
     ) -> int:
-        """The next ``count`` Compute calls matching method/path (regex) answer ``status``."""
+        """The next ``count`` Compute calls matching method/path (regex)/contains answer ``status``."""
         return self._add_fault(
             _Fault(
                 0,
@@ -543,7 +563,25 @@ class GceFake:
                 path=path,
                 status=status,
                 retry_after=retry_after,
+                contains=contains,
+                skip=skip,
             )
+        )
+
+    def inject_hold(
+        self,
+        seconds: float,
+        count: int = 1,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        contains: str | None = None,
+        skip: int = 0,
+    ) -> int:
+        """The next ``count`` matching calls are carried out but answered only after ``seconds``."""
+        return self._add_fault(
+            _Fault(0, "hold", count, method=method.upper() if method else None, path=path, contains=contains,
+                   seconds=seconds, skip=skip)
         )
 
     def inject_operation_error(
@@ -582,6 +620,15 @@ class GceFake:
         with self._lock:
             self._faults.clear()
 
+    def remove_fault(self, fault_id: int) -> None:
+        with self._lock:
+            self._faults = [f for f in self._faults if f.id != fault_id]
+
+    def fired(self, fault_id: int) -> int:
+        """How many calls or operations that fault changed so far."""
+        with self._lock:
+            return self._fired.get(fault_id, 0)
+
     def faults(self) -> list[dict]:
         with self._lock:
             return [asdict(f) for f in self._faults]
@@ -603,21 +650,41 @@ class GceFake:
             return self.inject_operation_error(spec.pop("code"), count, **spec)
         if kind == "slow_operation":
             return self.inject_slow_operation(int(spec.pop("polls")), count, **spec)
+        if kind == "hold":
+            return self.inject_hold(float(spec.pop("seconds")), count, **spec)
         raise ValueError(f"unknown fault type {kind!r}")
 
-    def _take_http_fault(self, method: str, path: str) -> _Fault | None:
+    def _take_http_fault(self, method: str, path: str, request: str = "", type_: str = "http") -> _Fault | None:
+        """The first fault of ``type_`` matching the call (``request``: everything it mentions), used up once."""
         for fault in self._faults:
-            if fault.type != "http":
+            if fault.type != type_:
                 continue
             if fault.method and fault.method != method:
                 continue
             if fault.path and not re.search(fault.path, path):
                 continue
-            fault.count -= 1
-            if fault.count <= 0:
-                self._faults.remove(fault)
+            if fault.contains and fault.contains not in request:
+                continue
+            if fault.skip > 0:
+                fault.skip -= 1
+                continue
+            self._fired[fault.id] = self._fired.get(fault.id, 0) + 1
+            if fault.count > 0:  # -1: until removed
+                fault.count -= 1
+                if fault.count <= 0:
+                    self._faults.remove(fault)
             return fault
         return None
+
+    def _request_text(self, path: str, query: str, body: bytes) -> str:
+        """What a call mentions, for ``contains``: path, query, body and an operation's target."""
+        text = f"{unquote(path)}?{unquote(query)}\n{body.decode('utf-8', 'replace')}"
+        m = re.search(r"/(zones/[^/]+|global)/operations/([^/?]+)", path)
+        if m:
+            for (_, scope, name), op in self.operations.items():
+                if scope == m.group(1) and name == m.group(2):
+                    text += "\n" + str(op.resource.get("targetLink", ""))
+        return text
 
     def _take_op_faults(self, operation_type: str, target: str) -> list[_Fault]:
         taken: list[_Fault] = []
@@ -630,6 +697,7 @@ class GceFake:
                 continue
             if fault.target and not re.search(fault.target, target):
                 continue
+            self._fired[fault.id] = self._fired.get(fault.id, 0) + 1
             fault.count -= 1
             if fault.count <= 0:
                 self._faults.remove(fault)
@@ -678,6 +746,7 @@ class GceFake:
         with self._lock:
             self._tick()
             method_id = None
+            hold = None
             try:
                 query = parse_qs(url.query, keep_blank_values=True)
                 route_error = None
@@ -686,9 +755,11 @@ class GceFake:
                     method_id = route.method_id
                 except ApiError as exc:
                     route_error = exc
-                fault = self._take_http_fault(http_method, path)
+                request = self._request_text(path, url.query, body) if self._faults else ""
+                fault = self._take_http_fault(http_method, path, request)
                 if fault:
                     raise self._fault_error(fault)
+                hold = self._take_http_fault(http_method, path, request, "hold")
                 if route_error:
                     raise route_error
                 handler = getattr(self, "_" + method_id.removeprefix("compute.").replace(".", "_"), None)
@@ -704,7 +775,9 @@ class GceFake:
                     self._validator.response(route.response_ref, result)
                 status, headers = 200, {}
             except ApiError as exc:
-                status, headers, result = exc.status, exc.headers, exc.body()
+                status, headers, result = exc.status, dict(exc.headers), exc.body()
+            if hold is not None:  # whatever the answer (a 404 too), it comes late
+                headers[HOLD_HEADER] = f"{hold.seconds or 0:g}"
             self.calls.append(
                 {"method": http_method, "path": path, "query": url.query, "status": status, "method_id": method_id}
             )
@@ -731,6 +804,9 @@ class GceFake:
                     return 200, {}, {"id": self.add_fault(data)}
                 except (KeyError, TypeError, ValueError) as exc:
                     return 400, {}, {"error": f"bad fault: {exc}"}
+        if path.startswith("/_fake/faults/") and method == "DELETE":
+            self.remove_fault(int(path.rsplit("/", 1)[1]))
+            return 200, {}, {"ok": True}
         return 404, {}, {"error": f"no control endpoint {method} {path}"}
 
     def _fault_error(self, fault: _Fault) -> ApiError:
@@ -1819,6 +1895,9 @@ class _Handler(BaseHTTPRequestHandler):
         fake: GceFake = self.server.fake  # type: ignore[attr-defined]
         try:
             status, headers, payload = fake.handle(self.command, self.path, body)
+            hold = float(headers.pop(HOLD_HEADER, 0) or 0)
+            if hold:
+                time.sleep(hold)  # done, but answered late: the client may have given up
         except Exception as exc:  # a bug in the fake: say so loudly, keep serving
             status, headers = 500, {}
             payload = {
@@ -1851,6 +1930,11 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client that gave up on a held answer
+        super().handle_error(request, client_address)
 
 
 class GceFakeServer:

@@ -520,6 +520,32 @@ def test_throttle_and_server_error_faults(fake, clients, http):
     assert net.network_security_groups.get(RG, "a").name == "a"
 
 
+def test_contains_and_hold_faults(fake, clients, http):
+    """``contains`` picks one resource's calls (operation polls included); ``hold`` answers late, but acts."""
+    import time
+
+    _, net, _ = clients
+    net.network_security_groups.begin_create_or_update(RG, "a", {"location": "eastus"}).result()
+    fault = fake.add_fault(method="GET", contains="/networkSecurityGroups/b", status=500, times=-1)
+    assert net.network_security_groups.get(RG, "a").name == "a"  # not b
+    poll = fake.add_fault(method="GET", path_contains="/operations/", contains="networksecuritygroups/c",
+                          status=503, code="ServiceUnavailable")
+    with pytest.raises(HttpResponseError) as err:
+        net.network_security_groups.begin_create_or_update(RG, "c", {"location": "eastus"}).result()
+    assert err.value.status_code == 503 and poll.hits == 1 and fault.hits == 0
+    fake.remove_fault(fault.id)
+    assert fake.state.faults == [poll]
+    held = fake.add_fault(action="hold", method="PUT", contains="/networkSecurityGroups/d", seconds=1.0)
+    started = time.monotonic()
+    net.network_security_groups.begin_create_or_update(RG, "d", {"location": "eastus"}).result()
+    assert time.monotonic() - started >= 1.0 and held.hits == 1
+    held = fake.add_fault(action="hold", method="GET", seconds=1.0)
+    started = time.monotonic()
+    assert http.get(f"{_sub(fake)}/resourceGroups/{RG}/providers/Microsoft.Network/networkSecurityGroups/zz",
+                    params={"api-version": API_NET}).status_code == 404  # an error answer is held too
+    assert time.monotonic() - started >= 1.0
+
+
 def test_control_api_over_http(fake, http):
     q = {"api-version": "2025-04-01"}
     http.put(f"{_sub(fake)}/resourceGroups/{RG}", params=q, json={"location": "eastus"})

@@ -352,6 +352,27 @@ def test_slow_operation_fault(http, fake_server):
     assert statuses == ["RUNNING", "RUNNING", "RUNNING", "DONE"]
 
 
+def test_contains_and_hold_faults(http, fake, fake_server):
+    """``contains`` picks one resource's calls (an operation's too, by its target); ``hold`` answers late."""
+    one = fake.inject_http_error(503, -1, contains="vm-2")
+    op = insert(http, instance_body()).json()  # vm-1: untouched
+    assert wait_done(http, op).get("error") is None and fake.fired(one) == 0
+    assert insert(http, instance_body("vm-2")).status_code == 503 and fake.fired(one) == 1
+    fake.remove_fault(one)
+    op = insert(http, instance_body("vm-2")).json()
+    wait = fake.inject_http_error(429, 1, path="/wait$", contains="instances/vm-2")
+    assert http.post(f"/zones/{ZONE}/operations/{op['name']}/wait").status_code == 429 and fake.fired(wait) == 1
+    held = fake.inject_hold(1.0, method="GET", contains="vm-3")
+    started = time.monotonic()
+    assert http.get(f"/zones/{ZONE}/instances/vm-3").status_code == 404  # an error answer is held too
+    assert time.monotonic() - started >= 1.0 and fake.fired(held) == 1
+    with pytest.raises(httpx.ReadTimeout):
+        fake.inject_hold(2.0, method="POST")
+        http.post(f"/zones/{ZONE}/instances", json=instance_body("vm-4"), timeout=0.5)
+    time.sleep(2.0)
+    assert http.get(f"/zones/{ZONE}/instances/vm-4").status_code == 200  # it happened all the same
+
+
 def test_reset_and_state(http, fake_server):
     assert insert(http, instance_body()).status_code == 200
     state = httpx.get(f"{fake_server.url}/_fake/state").json()

@@ -594,6 +594,34 @@ def test_unreachable_endpoint_is_retryable(aws_env):
     assert caught.value.retryable
 
 
+def test_max_attempts_counts_every_attempt_the_first_included(aws_env):
+    """botocore's own ``max_attempts`` counts retries (one more attempt in all); ours counts attempts."""
+    calls = []
+    provider = AwsProvider(_config(aws_env, max_attempts=3))
+    client = provider._client("us-east-1")
+    client.meta.events.register("before-send.ec2.DescribeRegions", lambda request, **kw: calls.append(1) or
+                                _throttled(request))
+    with pytest.raises(ProviderError) as caught:
+        provider.catalog()
+    assert caught.value.retryable and len(calls) == 3
+
+
+def _throttled(request):
+    from botocore.awsrequest import AWSResponse
+
+    body = (b"<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded."
+            b"</Message></Error></Errors><RequestID>r</RequestID></Response>")
+    return AWSResponse(request.url, 503, {}, _Raw(body))
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **kwargs):
+        yield self._body
+
+
 def test_missing_credentials_are_an_operator_problem(aws_env, monkeypatch):
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(key)
