@@ -1,0 +1,101 @@
+"""onebox processes for the benchmarks, with the zero-latency fake cloud plugged in.
+
+``python -m bench.host serve --port P [--no-worker]`` is ``onebox serve`` and
+``python -m bench.host worker`` is ``onebox worker``, configured the same way
+(from ``ONEBOX_*``), except that the registry's ``local`` provider is the
+zero-latency fake cloud (bench/fakecloud.py). ``--lag-log FILE`` runs an event-loop lag monitor in the
+process: a task that sleeps 10 ms over and over and writes how late each wake-up
+came (wall time, seconds late) to FILE — any blocking call on the loop shows
+up there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import time
+from pathlib import Path
+
+from app.logs import setup_logging
+from app.settings import get_settings
+from bench.fakecloud import NAME, FakeCloud
+
+TICK = 0.010
+
+
+async def monitor_lag(path: Path, stop: asyncio.Event) -> None:
+    with open(path, "a", buffering=1) as out:  # line by line: the driver reads it while we run
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            started = loop.time()
+            await asyncio.sleep(TICK)
+            late = loop.time() - started - TICK
+            out.write(f"{time.time():.4f} {late:.5f}\n")
+
+
+def services():
+    from app.services import Services
+
+    settings = get_settings()
+    return Services.build(settings, providers={NAME: FakeCloud()})
+
+
+async def serve(args) -> None:
+    import uvicorn
+
+    from app.main import create_app
+
+    svc = services()
+    app = create_app(svc.settings, svc, run_worker=not args.no_worker)
+    stop = asyncio.Event()
+    lag = asyncio.create_task(monitor_lag(Path(args.lag_log), stop)) if args.lag_log else None
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=args.port, log_config=None,
+                                           access_log=False, lifespan="on"))
+    try:
+        await server.serve()
+    finally:
+        stop.set()
+        if lag:
+            await lag
+        await svc.close()
+
+
+async def worker(args) -> None:
+    from app.worker.runner import Worker
+
+    svc = services()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    lag = asyncio.create_task(monitor_lag(Path(args.lag_log), stop)) if args.lag_log else None
+    try:
+        await Worker(svc).run(stop)
+    finally:
+        stop.set()
+        if lag:
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag
+        await svc.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.host")
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--no-worker", action="store_true")
+    s.add_argument("--lag-log")
+    w = sub.add_parser("worker")
+    w.add_argument("--lag-log")
+    args = parser.parse_args()
+    import os
+
+    setup_logging(os.environ.get("ONEBOX_LOG_LEVEL", "WARNING"))
+    asyncio.run(serve(args) if args.command == "serve" else worker(args))
+
+
+if __name__ == "__main__":
+    main()
