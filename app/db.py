@@ -13,7 +13,10 @@ delete requests, idempotency keys); see ``app.worker.jobs``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import random
+from typing import Iterable, Iterator
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -28,6 +31,23 @@ DUPLICATE_KEY = 11000  # match errors by code, never by message
 
 def is_duplicate_key(exc: Exception) -> bool:
     return isinstance(exc, DuplicateKeyError) or getattr(exc, "code", None) == DUPLICATE_KEY
+
+
+SLOT_SPREAD = 32
+
+
+def free_slots(slots: Iterable[str], taken: set[str]) -> Iterator[str]:
+    """The slots not in ``taken``, in order, except the first ``SLOT_SPREAD`` of them, shuffled.
+
+    Numbered slots (quotas, rate limits) are taken with unique inserts. Requests that arrive
+    together and all try the first free slot, then the next, lose to each other k² times for a
+    burst of k; in a random order they rarely meet. Every free slot is still tried, so a request
+    fails only when every slot is taken.
+    """
+    free = (slot for slot in slots if slot not in taken)
+    head = list(itertools.islice(free, SLOT_SPREAD))
+    random.shuffle(head)
+    return itertools.chain(head, free)
 
 
 def connect(settings: Settings) -> AsyncMongoClient:
