@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -22,17 +21,9 @@ from pymongo import AsyncMongoClient
 
 from app.auth.tokens import TokenService
 from app.settings import REPO_ROOT, Settings
-from bench.common import DATABASE, SECRET, Row, api_server, ferretdb, instance_doc, scratch
+from bench.common import DATABASE, SECRET, Row, api_server, cpu_seconds, ferretdb, instance_doc, scratch
 
 AGENT = REPO_ROOT / "playbooks" / "roles" / "agent" / "files" / "onebox_agent.py"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15 of the line)
-
-
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -42,7 +33,7 @@ def peak_rss_mb(pid: int) -> float:
 
 async def run(quick: bool = False) -> list[Row]:
     seconds, interval = (65, 30) if quick else (600, 30)
-    python = shutil.which("python3") or "/usr/bin/python3"
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else shutil.which("python3")  # as on a VM
     with scratch("agent") as work, ferretdb(work) as db:
         client = AsyncMongoClient(db.url(), tz_aware=True)
         try:

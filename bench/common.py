@@ -208,6 +208,15 @@ def wrk(url: str, connections: int, seconds: float, script: Path | None = None, 
     }
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (fields 14 and 15 of /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None or (BIN / tool).exists()
 

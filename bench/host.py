@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from pathlib import Path
@@ -35,6 +36,15 @@ async def monitor_lag(path: Path, stop: asyncio.Event) -> None:
             out.write(f"{time.time():.4f} {late:.5f}\n")
 
 
+def watch_slow_callbacks() -> None:
+    """BENCH_SLOW_CALLBACK_MS=N: asyncio's debug mode logs every step of a task that held the loop N ms."""
+    threshold = os.environ.get("BENCH_SLOW_CALLBACK_MS")
+    if threshold:
+        loop = asyncio.get_running_loop()
+        loop.set_debug(True)
+        loop.slow_callback_duration = float(threshold) / 1000
+
+
 def services():
     from app.services import Services
 
@@ -47,6 +57,7 @@ async def serve(args) -> None:
 
     from app.main import create_app
 
+    watch_slow_callbacks()
     svc = services()
     app = create_app(svc.settings, svc, run_worker=not args.no_worker)
     stop = asyncio.Event()
@@ -65,6 +76,7 @@ async def serve(args) -> None:
 async def worker(args) -> None:
     from app.worker.runner import Worker
 
+    watch_slow_callbacks()
     svc = services()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -91,8 +103,6 @@ def main() -> None:
     w = sub.add_parser("worker")
     w.add_argument("--lag-log")
     args = parser.parse_args()
-    import os
-
     setup_logging(os.environ.get("ONEBOX_LOG_LEVEL", "WARNING"))
     asyncio.run(serve(args) if args.command == "serve" else worker(args))
 
