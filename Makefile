@@ -52,7 +52,7 @@ bench-tools: .bin/vegeta
 	cd tools/vegeta && go build -trimpath -o ../../.bin/vegeta github.com/tsenart/vegeta/v12
 
 bench: install bench-tools
-	.venv/bin/python -m bench $(SCENARIO) $(if $(QUICK),--quick)
+	.venv/bin/python -m bench $(SCENARIO) $(if $(QUICK),--quick) $(if $(SCENARIO)$(QUICK),,--readme)
 
 clean:
 	rm -rf .venv .tools .bin .pytest_cache

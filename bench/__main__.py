@@ -76,11 +76,30 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+README = HERE.parent / "README.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def update_readme(results: dict) -> None:
+    """Replace what stands between the markers in README.md with the machine and the table."""
+    text = README.read_text()
+    if START not in text or END not in text:
+        print("README.md has no bench markers; left alone")
+        return
+    table = markdown(results).split("\n", 2)[2]  # without the title
+    before, rest = text.split(START, 1)
+    after = rest.split(END, 1)[1]
+    README.write_text(f"{before}{START}\n{table}{END}{after}")
+    print("updated the Performance section of README.md")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="*", metavar="scenario",
                         help=f"any of {', '.join(SCENARIOS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes and shorter runs, for development")
+    parser.add_argument("--readme", action="store_true",
+                        help="also put the table into README.md's Performance section (make bench does, on a full run)")
     args = parser.parse_args(argv)
     chosen = args.scenarios or list(SCENARIOS)
     unknown = [s for s in chosen if s not in SCENARIOS]
@@ -116,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(results, indent=1, allow_nan=True) + "\n")
     (HERE / "results.md").write_text(markdown(results))
     print(f"wrote {HERE / 'results.md'} and {path}")
+    if args.readme:
+        update_readme(results)
     return 1 if failed else 0
 
 

@@ -58,7 +58,7 @@ async def provision(http: httpx.AsyncClient, instances, headers: dict, bodies: l
         sent[r.json()["id"]] = started
 
     await asyncio.gather(*(post(b) for b in bodies))
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while True:
         docs = await instances.find({"_id": {"$in": list(sent)}}, {"status": 1, "updated_at": 1}).to_list()
         done = [d for d in docs if d["status"] in ("running", "failed")]
