@@ -123,10 +123,11 @@ def stop(process: subprocess.Popen, timeout: float = 15) -> None:
 
 
 @contextlib.contextmanager
-def api_server(db: EmbeddedDatabase, work: Path, **extra_env) -> Iterator[int]:
-    """``onebox serve --no-worker`` in its own process; yields its port."""
+def api_server(db: EmbeddedDatabase, work: Path, host: bool = False, **extra_env) -> Iterator[int]:
+    """``onebox serve --no-worker`` in its own process (``host``: bench/host.py's); yields its port."""
     port = free_port()
-    process = start([sys.executable, "-m", "app.cli", "serve", "--no-worker", "--port", str(port)],
+    module = ["bench.host"] if host else ["app.cli"]
+    process = start([sys.executable, "-m", *module, "serve", "--no-worker", "--port", str(port)],
                     onebox_env(db, work, **extra_env), work / "api.log")
     try:
         wait_for_port("127.0.0.1", port, 60)

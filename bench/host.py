@@ -6,7 +6,8 @@
 zero-latency fake cloud (bench/fakecloud.py). ``--lag-log FILE`` runs an event-loop lag monitor in the
 process: a task that sleeps 10 ms over and over and writes how late each wake-up
 came (wall time, seconds late) to FILE — any blocking call on the loop shows
-up there.
+up there. ``BENCH_NO_GROUP_COMMIT=1`` writes each agent post on its own, as
+before group commit (``app.metrics.writer``), for comparison.
 """
 
 from __future__ import annotations
@@ -45,11 +46,36 @@ def watch_slow_callbacks() -> None:
         loop.slow_callback_duration = float(threshold) / 1000
 
 
+class OneInsertPerPost:
+    """What ingestion did before group commit: each post's samples written on their own."""
+
+    def __init__(self, collection) -> None:
+        self.collection = collection
+
+    async def write(self, docs: list[dict]) -> int:
+        from pymongo.errors import BulkWriteError
+
+        from app.db import DUPLICATE_KEY
+        from app.metrics.writer import BatchWriteFailed
+
+        try:
+            await self.collection.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise BatchWriteFailed("a sample could not be stored") from None
+            return len(errors)
+        return 0
+
+
 def services():
     from app.services import Services
 
     settings = get_settings()
-    return Services.build(settings, providers={NAME: FakeCloud()})
+    svc = Services.build(settings, providers={NAME: FakeCloud()})
+    if os.environ.get("BENCH_NO_GROUP_COMMIT"):
+        svc.metrics_writer = OneInsertPerPost(svc.db.metrics)
+    return svc
 
 
 async def serve(args) -> None:
