@@ -59,14 +59,19 @@ class MetricsWriter:
         return await asyncio.shield(pending.done)
 
     async def _flush(self) -> None:
-        while self._queue:
-            batch, size = [], 0
-            while self._queue and (not batch or size + len(self._queue[0].docs) <= self.max_batch_docs):
-                pending = self._queue.popleft()
-                pending.offset = size
-                size += len(pending.docs)
-                batch.append(pending)
-            await self._write(batch)
+        try:
+            while self._queue:
+                batch, size = [], 0
+                while self._queue and (not batch or size + len(self._queue[0].docs) <= self.max_batch_docs):
+                    pending = self._queue.popleft()
+                    pending.offset = size
+                    size += len(pending.docs)
+                    batch.append(pending)
+                await self._write(batch)
+        finally:  # stopped (cancelled, or a bug): whoever still waits gets an answer
+            if self._queue:
+                self._fail(list(self._queue), RuntimeError("the metrics writer stopped"))
+                self._queue.clear()
 
     async def _write(self, batch: list[_Pending]) -> None:
         docs = [d for p in batch for d in p.docs]
@@ -74,7 +79,8 @@ class MetricsWriter:
             await self.collection.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
             if exc.details.get("writeConcernErrors"):
-                return self._fail(batch, exc)
+                self._fail(batch, exc)
+                return
             starts = [p.offset for p in batch]
             for error in exc.details.get("writeErrors", []):
                 owner = batch[_owner(starts, error["index"])]
@@ -83,7 +89,8 @@ class MetricsWriter:
                 else:
                     owner.failed = True
         except (PyMongoError, OSError) as exc:
-            return self._fail(batch, exc)
+            self._fail(batch, exc)
+            return
         except BaseException as exc:  # cancelled or a bug: no post may wait forever
             self._fail(batch, exc)
             raise

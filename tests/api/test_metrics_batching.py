@@ -114,3 +114,18 @@ async def test_a_document_error_fails_only_the_post_that_sent_it():
     assert results[0] == 1, "one duplicate in the first post"
     assert isinstance(results[1], BatchWriteFailed)
     assert results[2] == 0
+
+
+async def test_posts_waiting_on_a_stopped_writer_are_answered():
+    class Hanging:
+        async def insert_many(self, docs, ordered=True):
+            await asyncio.Event().wait()
+
+    writer = MetricsWriter(Hanging())
+    first = asyncio.create_task(writer.write([{"n": 0}]))
+    await asyncio.sleep(0.01)  # the first batch is being written
+    second = asyncio.create_task(writer.write([{"n": 1}]))
+    await asyncio.sleep(0.01)
+    writer._flusher.cancel()
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    assert all(isinstance(r, BatchWriteFailed) for r in results), results
