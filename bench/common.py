@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -216,13 +215,3 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (fields 14 and 15 of /proc/<pid>/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def have(tool: str) -> bool:
-    return shutil.which(tool) is not None or (BIN / tool).exists()
-
-
-def timed(fn):
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
