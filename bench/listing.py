@@ -134,10 +134,36 @@ async def run(quick: bool = False) -> list[Row]:
                                      f"filter/sort/limit pushdown {plan['filterPushdown']}/{plan['sortPushdown']}/"
                                      f"{plan['limitPushdown']}",
                                 target="uses an index", met=_uses_index(plan)))
+            rows.append(await health_lookup(Database(client, "bench_list_health"), 2_000 if quick else 20_000))
         finally:
             await client.close()
     print(json.dumps(plans, indent=1, default=str))
     return rows
+
+
+async def health_lookup(db: Database, samples: int) -> Row:
+    """The other half of a list page: each listed instance's latest sample (``with_health``).
+
+    The rows above list instances without any metrics, so their 50 health lookups cost
+    nothing; here one lookup is timed among ``samples`` samples of 100 instances.
+    """
+    import datetime as dt
+
+    from bench.ingest import sample
+
+    await db.ensure_indexes()
+    now = utcnow()
+    docs = [{"instance_id": f"i-{n % 100}", **sample(""), "at": now - dt.timedelta(seconds=n)} for n in range(samples)]
+    for start in range(0, samples, 1000):
+        await db.metrics.insert_many(docs[start:start + 1000], ordered=False)
+
+    async def latest():
+        await db.metrics.find_one({"instance_id": "i-7"}, sort=[("at", -1)])
+
+    timing = summary(await timed_loop(latest, 5))
+    return Row("list", f"health of one instance (latest of {samples:,} samples): pymongo p50", timing["p50_ms"], "ms",
+               note=f"p99 {timing['p99_ms']:.0f} ms; a list page makes 50 of these (with_health), "
+                    "the rows above ran with no samples stored")
 
 
 def _uses_index(plan: dict) -> bool:
