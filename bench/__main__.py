@@ -59,7 +59,8 @@ def markdown(results: dict) -> str:
         "# onebox benchmark results",
         "",
         f"Measured {results['updated']} on {m['cores']} cores, {m['ram_gb']} GB RAM, {m['cpu']}; {m['os']}, "
-        f"Python {m['python']}; {m['database']}. Quick mode: {', '.join(results.get('quick', [])) or 'none'}.",
+        f"Python {m['python']}; {m['database']}; load average (1 min) {m.get('load', 'unknown')}. "
+        f"Quick mode: {', '.join(results.get('quick', [])) or 'none'}.",
         "Every ratio is against a baseline measured in the same run (`python -m bench`, see bench/NOTES.md).",
         "",
         "| scenario | metric | value | baseline | ratio | target | met? |",
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     path = HERE / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {"rows": []}
     failed = []
+    load_before = os.getloadavg()[0]
     for name in chosen:
         print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
         started = time.monotonic()
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         results["quick"] = sorted(quick)
     order = list(SCENARIOS)
     results["rows"].sort(key=lambda r: order.index(r["scenario"]) if r["scenario"] in order else len(order))
-    results["machine"] = machine()
+    results["machine"] = {**machine(), "load": f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"}
     results["updated"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     path.write_text(json.dumps(results, indent=1, allow_nan=True) + "\n")
     (HERE / "results.md").write_text(markdown(results))
