@@ -83,7 +83,9 @@ async def run(quick: bool = False) -> list[Row]:
         token = TokenService(Settings(jwt_secret=SECRET, data_dir=work / "data")).mint("bench")
         for workers in (1, 2, 3):
             rates[workers] = await one_run(db, work, workers, count, key, token)
-            print(f"   {workers} worker(s): {rates[workers]}", flush=True)
+            r = rates[workers]
+            print(f"   {workers} worker(s): {r['rate']:.0f} instances/min, POSTs {r['posted']:.1f} s, "
+                  f"FerretDB CPU {r['db_cpu']:.0f} %", flush=True)
     ideal = 8 * 60 / (2 * LATENCY)  # 8 jobs at once per worker, two 1 s calls per instance
     for workers, r in rates.items():
         rows.append(Row("scale", f"{workers} worker(s), {count} instances, 1 s cloud latency", r["rate"], "inst/min",
