@@ -155,8 +155,11 @@ async def run(quick: bool = False) -> list[Row]:
                     url = f"http://127.0.0.1:{port}"
                     warm = wrk(url, 8, 2, SCRIPT, env={"AGENTS_FILE": str(agents_file), "RUN": str(len(runs) * 10 + 1)})
                     if cache:  # one post per agent first, so that every token check after it is cached
-                        once = vegeta_attack(targets(port, agents, len(agents), 9 + len(runs) * 10), 300,
-                                             len(agents) / 300, work, "ingest-warm")
+                        # slowly: each of these first checks reads (scans) the instances collection
+                        once = vegeta_attack(targets(port, agents, len(agents), 9 + len(runs) * 10), 100,
+                                             len(agents) / 100, work, "ingest-warm")
+                        print(f"   token checks cached for {once['status_codes'].get('202', 0)} of {len(agents)} "
+                              "agents", flush=True)
                         warm["requests"] += int(once["status_codes"].get("202", 0)) + int(once["status_codes"].get("0", 0))
                         warm["errors"] += int(once["status_codes"].get("0", 0))
                     await settle(port, agents[0])
