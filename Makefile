@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: install run test fuzz bench ferretdb sshd browser clean
+.PHONY: install run test fuzz bench bench-tools ferretdb sshd browser clean
 
 install: .venv/.synced ferretdb sshd
 
@@ -50,9 +50,17 @@ run: install
 test: install browser
 	.venv/bin/pytest
 
-bench: install
-	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
-	.venv/bin/python -m bench.agent_ingest
+# Load generators for `make bench`: wrk (Debian) for the most a server answers, vegeta (pinned in
+# tools/vegeta, built from the Go module proxy) for constant offered rates; ansible-playbook comes
+# with the virtualenv. `make bench SCENARIO="list scale" QUICK=1` runs some scenarios, smaller.
+bench-tools: .bin/vegeta
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
+.bin/vegeta: tools/vegeta/tools.go tools/vegeta/go.mod tools/vegeta/go.sum
+	@command -v go >/dev/null || { echo "Go >= 1.22 is needed to build vegeta"; exit 1; }
+	cd tools/vegeta && go build -trimpath -o ../../.bin/vegeta github.com/tsenart/vegeta/v12
+
+bench: install bench-tools
+	.venv/bin/python -m bench $(SCENARIO) $(if $(QUICK),--quick) $(if $(SCENARIO)$(QUICK),,--readme)
 
 clean:
 	rm -rf .venv .tools .bin .pytest_cache

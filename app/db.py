@@ -13,9 +13,11 @@ delete requests, idempotency keys); see ``app.worker.jobs``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import random
 import time
-from typing import Awaitable, Callable, TypeVar
+from typing import Awaitable, Callable, Iterable, Iterator, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -54,6 +56,23 @@ async def retry_while_down(op: Callable[[], Awaitable[T]], *, deadline: float, w
             log.warning("database unavailable (%s) during %s; retrying in %.1fs", type(exc).__name__, what, delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 4.0)
+
+
+SLOT_SPREAD = 32
+
+
+def free_slots(slots: Iterable[str], taken: set[str]) -> Iterator[str]:
+    """The slots not in ``taken``, in order, except the first ``SLOT_SPREAD`` of them, shuffled.
+
+    Numbered slots (quotas, rate limits) are taken with unique inserts. Requests that arrive
+    together and all try the first free slot, then the next, lose to each other k² times for a
+    burst of k; in a random order they rarely meet. Every free slot is still tried, so a request
+    fails only when every slot is taken.
+    """
+    free = (slot for slot in slots if slot not in taken)
+    head = list(itertools.islice(free, SLOT_SPREAD))
+    random.shuffle(head)
+    return itertools.chain(head, free)
 
 
 def connect(settings: Settings) -> AsyncMongoClient:

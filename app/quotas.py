@@ -5,7 +5,9 @@ A quota is a set of numbered slots per user and kind (``alice:instances:0``
 ``_id``, the one operation MongoDB and FerretDB both make atomic, so however
 many requests race, no more slots than the limit can ever be held: 20
 parallel creates at a limit of 5 give exactly 5. A request that cannot get
-every slot it needs gives back the ones it got. Slots are released when the
+every slot it needs gives back the ones it got; free slots are tried in a
+partly random order (``app.db.free_slots``) so that a burst of creates does
+not queue on one slot after another. Slots are released when the
 instance (or snapshot) ends: ``failed`` or ``deleted``.
 
 Limits come from settings (a default and per-user overrides), and from the
@@ -17,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.clock import utcnow
-from app.db import Database, is_duplicate_key
+from app.db import Database, free_slots, is_duplicate_key
 from app.problems import Problem
 from app.settings import Settings
 
@@ -42,10 +44,7 @@ async def _take(db: Database, user: str, kind: str, count: int, limit: int, hold
         return []
     taken_ids = {d["_id"] async for d in db.quota_slots.find({"owner": user, "kind": kind}, {"_id": 1})}
     mine: list[str] = []
-    for n in range(limit):
-        slot = f"{user}:{kind}:{n}"
-        if slot in taken_ids:
-            continue
+    for slot in free_slots((f"{user}:{kind}:{n}" for n in range(limit)), taken_ids):
         try:
             await db.quota_slots.insert_one({"_id": slot, "owner": user, "kind": kind, "holder": holder,
                                              "at": utcnow()})

@@ -5,7 +5,9 @@ takes one numbered slot (``<user>:<window>:<n>``, n < limit) with an insert
 against the unique ``_id``, the one operation MongoDB and FerretDB both make
 atomic. However many processes race, no more than ``limit`` requests of one
 user pass in one window. Over the limit → 429 with ``Retry-After`` (the
-seconds left in the window). Old windows are purged by the workers.
+seconds left in the window). Old windows are purged by the workers. Free
+slots are tried in a partly random order (``app.db.free_slots``): a burst of
+one user's requests would otherwise fight over one slot after another.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 
 from app.clock import utcnow
-from app.db import is_duplicate_key
+from app.db import free_slots, is_duplicate_key
 from app.problems import Problem
 
 WINDOW_SECONDS = 60
@@ -24,10 +26,10 @@ async def check_rate(services, user: str) -> None:
     window = int(now.timestamp()) // WINDOW_SECONDS
     limit = services.settings.rate_limit_per_minute
     slots = services.db.rate_limits
-    used = await slots.count_documents({"user": user, "window": window})
-    for n in range(used, limit):
+    taken = {d["_id"] async for d in slots.find({"user": user, "window": window}, {"_id": 1})}
+    for slot in free_slots((f"{user}:{window}:{n}" for n in range(limit)), taken):
         try:
-            await slots.insert_one({"_id": f"{user}:{window}:{n}", "user": user, "window": window,
+            await slots.insert_one({"_id": slot, "user": user, "window": window,
                                     "expires_at": now + dt.timedelta(seconds=2 * WINDOW_SECONDS)})
             return
         except Exception as exc:

@@ -20,6 +20,7 @@ class Services:
     providers: ProviderRegistry
     events: EventLog
     agent_auth_cache: object = field(default=None)
+    metrics_writer: object = field(default=None)  # group commit of agent samples, one per process
 
     @classmethod
     def build(cls, settings: Settings, providers: dict[str, Provider] | None = None) -> "Services":
@@ -37,6 +38,10 @@ class Services:
 
         if self.agent_auth_cache is None:
             self.agent_auth_cache = AgentAuthCache(self.settings.agent_auth_cache_seconds)
+        if self.metrics_writer is None:
+            from app.metrics.writer import MetricsWriter
+
+            self.metrics_writer = MetricsWriter(self.db.metrics)
 
     async def close(self) -> None:
         await self.db.close()

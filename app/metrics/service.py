@@ -3,10 +3,13 @@
 An agent token works only for its own instance, only while that instance is
 live, and only until it is rotated (its jti hash is stored on the instance).
 Samples go to the ``metrics`` collection keyed by (instance, time), so a batch
-re-sent after a lost reply is not stored twice. An instance's health summary
+re-sent after a lost reply is not stored twice; concurrent posts are written
+together (group commit, ``app.metrics.writer``). An instance's health summary
 is its latest sample, read through the same (instance, time) index: a post
-costs one write, which is what bounds ingestion on the embedded database. Retention is enforced by ``purge_old_metrics``,
-run periodically by workers, since TTL indexes are not portable.
+costs no write of its own beyond its share of a batch, which is what bounds
+ingestion on the embedded database. Retention is enforced by
+``purge_old_metrics``, run periodically by workers, since TTL indexes are not
+portable.
 """
 
 from __future__ import annotations
@@ -16,12 +19,10 @@ import datetime as dt
 import time
 from typing import Any
 
-from pymongo.errors import BulkWriteError
-
 from app.auth.tokens import AgentPrincipal
 from app.clock import as_utc, utcnow
-from app.db import DUPLICATE_KEY
 from app.metrics.models import AgentMetrics
+from app.metrics.writer import BatchWriteFailed
 from app.problems import Problem
 from app.services import Services
 
@@ -111,12 +112,10 @@ class MetricsService:
         duplicates = 0
         if docs:
             try:
-                await self.db.metrics.insert_many(docs, ordered=False)
-            except BulkWriteError as exc:
-                errors = exc.details.get("writeErrors", [])
-                if any(e.get("code") != DUPLICATE_KEY for e in errors):
-                    raise
-                duplicates = len(errors)
+                duplicates = await self.services.metrics_writer.write(docs)
+            except BatchWriteFailed:
+                raise Problem(503, "database_unavailable", "Database unavailable",
+                              "the samples were not stored; send them again", headers={"Retry-After": "5"}) from None
         return len(docs) - duplicates, duplicates
 
     async def health_for(self, instance_ids: list[str]) -> dict[str, dict]:

@@ -1,0 +1,122 @@
+"""Group commit for agent samples: concurrent posts share one ``insert_many``.
+
+The embedded database commits each insert on its own, so one insert per post
+caps ingestion at the database's single-insert rate. Instead every post hands
+its documents to this process's ``MetricsWriter`` and waits: while one batch
+is being written, the posts that arrive meanwhile gather, and are written
+together as the next batch as soon as it returns. Nothing waits on a timer, so
+a lone post costs what it did before; under load a batch is as large as what
+arrived during the previous write.
+
+A post is answered only after its batch's write returned, so an acknowledged
+sample is stored. Writes are unordered: a duplicate (instance, time) fails
+alone and is counted as a duplicate for the post that sent it; any other error
+on a document fails that post; an error of the whole batch (database down,
+timeout) fails every post in it, and each gets 503 and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from app.db import DUPLICATE_KEY
+
+log = logging.getLogger("onebox.metrics")
+
+
+class BatchWriteFailed(Exception):
+    """The batch holding this post's samples was not (fully) written."""
+
+
+@dataclass
+class _Pending:
+    docs: list[dict]
+    done: asyncio.Future
+    duplicates: int = 0
+    failed: bool = False
+    offset: int = field(default=0)  # where this post's documents start in the batch
+
+
+class MetricsWriter:
+    def __init__(self, collection, max_batch_docs: int = 1000) -> None:
+        self.collection = collection
+        self.max_batch_docs = max_batch_docs
+        self._queue: deque[_Pending] = deque()
+        self._flusher: asyncio.Task | None = None
+
+    async def write(self, docs: list[dict]) -> int:
+        """Store ``docs`` with whatever else is waiting; return how many were duplicates."""
+        pending = _Pending(docs, asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        # shield: a post whose client went away must not cancel the batch it is part of
+        return await asyncio.shield(pending.done)
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch, size = [], 0
+                while self._queue and (not batch or size + len(self._queue[0].docs) <= self.max_batch_docs):
+                    pending = self._queue.popleft()
+                    pending.offset = size
+                    size += len(pending.docs)
+                    batch.append(pending)
+                await self._write(batch)
+        finally:  # stopped (cancelled, or a bug): whoever still waits gets an answer
+            if self._queue:
+                self._fail(list(self._queue), RuntimeError("the metrics writer stopped"))
+                self._queue.clear()
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        docs = [d for p in batch for d in p.docs]
+        try:
+            await self.collection.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            if exc.details.get("writeConcernErrors"):
+                self._fail(batch, exc)
+                return
+            starts = [p.offset for p in batch]
+            for error in exc.details.get("writeErrors", []):
+                owner = batch[_owner(starts, error["index"])]
+                if error.get("code") == DUPLICATE_KEY:
+                    owner.duplicates += 1
+                else:
+                    owner.failed = True
+        except (PyMongoError, OSError) as exc:
+            self._fail(batch, exc)
+            return
+        except BaseException as exc:  # cancelled or a bug: no post may wait forever
+            self._fail(batch, exc)
+            raise
+        for pending in batch:
+            if pending.done.done():
+                continue
+            if pending.failed:
+                pending.done.set_exception(BatchWriteFailed("a sample could not be stored"))
+            else:
+                pending.done.set_result(pending.duplicates)
+
+    @staticmethod
+    def _fail(batch: list[_Pending], exc: BaseException) -> None:
+        log.warning("a batch of %d metric posts failed: %s", len(batch), type(exc).__name__)
+        for pending in batch:
+            if not pending.done.done():
+                pending.done.set_exception(BatchWriteFailed(type(exc).__name__))
+
+
+def _owner(starts: list[int], index: int) -> int:
+    """The position in the batch of the post whose documents include ``index``."""
+    low, high = 0, len(starts) - 1
+    while low < high:
+        mid = (low + high + 1) // 2
+        if starts[mid] <= index:
+            low = mid
+        else:
+            high = mid - 1
+    return low
