@@ -9,6 +9,7 @@ the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import threading
@@ -104,7 +105,7 @@ class ProviderRegistry:
         if cached is None:
             return await self._read_catalog(name, provider)
         if time.monotonic() - cached[0] > CATALOG_REUSE_SECONDS and name not in self._refreshing:
-            task = asyncio.create_task(self._refresh_catalog(name, provider))
+            task = asyncio.create_task(self._refresh_catalog(name, provider), context=contextvars.Context())
             self._refreshing[name] = task
             task.add_done_callback(lambda _: self._refreshing.pop(name, None))
         return cached[1]

@@ -21,7 +21,7 @@ from typing import Awaitable, Callable, Iterable, Iterator, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, OperationFailure
 
 from app.settings import Settings
 
@@ -38,8 +38,15 @@ def is_duplicate_key(exc: Exception) -> bool:
     return isinstance(exc, DuplicateKeyError) or getattr(exc, "code", None) == DUPLICATE_KEY
 
 
+# Server answers that mean "not now" rather than "wrong request": an internal error or an interrupted
+# operation (FerretDB answers code 1 when it gives up at maxTimeMS), shutting down, stepping down, out
+# of time.
+SERVER_UNAVAILABLE_CODES = frozenset({1, 50, 91, 189, 262, 11600, 11602})
+
+
 def is_database_down(exc: BaseException) -> bool:
-    return isinstance(exc, DATABASE_DOWN) or bool(getattr(exc, "timeout", False))
+    return (isinstance(exc, DATABASE_DOWN) or bool(getattr(exc, "timeout", False))
+            or (isinstance(exc, OperationFailure) and exc.code in SERVER_UNAVAILABLE_CODES))
 
 
 async def retry_while_down(op: Callable[[], Awaitable[T]], *, deadline: float, what: str) -> T:

@@ -18,6 +18,7 @@ timeout) fails every post in it, and each gets 503 and retries.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -54,7 +55,9 @@ class MetricsWriter:
         pending = _Pending(docs, asyncio.get_running_loop().create_future())
         self._queue.append(pending)
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+            # A context of its own: the flusher outlives the request that started it, and must not
+            # inherit that request's database deadline (app.api.deps.DeadlineRoute).
+            self._flusher = asyncio.create_task(self._flush(), context=contextvars.Context())
         # shield: a post whose client went away must not cancel the batch it is part of
         return await asyncio.shield(pending.done)
 

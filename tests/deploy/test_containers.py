@@ -26,7 +26,16 @@ def test_compose_file_validates():
     assert result.returncode == 0, result.stderr
     services = subprocess.run(["docker", "compose", "config", "--services"], cwd=ROOT, env=env, capture_output=True,
                               text=True, check=True).stdout.split()
-    assert sorted(services) == ["api", "mongo", "worker"]
+    assert sorted(services) == ["api", "mongo", "proxy", "worker"]
+    rendered = subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, check=True).stdout
+    import json
+
+    config = json.loads(rendered)["services"]
+    assert config["api"]["deploy"]["replicas"] == 2 and config["worker"]["deploy"]["replicas"] == 3
+    assert "--no-worker" in config["api"]["command"]
+    assert "replicaSet=rs0" in config["worker"]["environment"]["ONEBOX_MONGODB_URL"]
+    assert "--replSet" in config["mongo"]["command"]
     missing = subprocess.run(["docker", "compose", "config", "--quiet"], cwd=ROOT,
                              env={k: v for k, v in os.environ.items() if k != "ONEBOX_JWT_SECRET"},
                              capture_output=True, text=True)
