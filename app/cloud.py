@@ -68,7 +68,7 @@ class ProviderRegistry:
 
             return AwsProvider(AwsConfig(
                 regions=tuple(s.aws_regions), endpoint_url=s.aws_endpoint_url, ssh_cidr=s.aws_ssh_cidr,
-                reboot_on_snapshot=s.aws_reboot_on_snapshot,
+                reboot_on_snapshot=s.aws_reboot_on_snapshot, poll_delay=s.aws_poll_seconds,
             ))
         if name == "gcp":
             from providers.gcp import GcpConfig, GcpProvider
@@ -81,7 +81,8 @@ class ProviderRegistry:
 
                 credentials = AnonymousCredentials()
             return GcpProvider(GcpConfig(project=s.gcp_project, zones=tuple(s.gcp_zones),
-                                         api_endpoint=s.gcp_api_endpoint, ssh_cidr=s.gcp_ssh_cidr),
+                                         api_endpoint=s.gcp_api_endpoint, ssh_cidr=s.gcp_ssh_cidr,
+                                         poll_interval=s.gcp_poll_seconds),
                                credentials=credentials)
         if name == "azure":
             from providers.azure import AzureConfig, AzureProvider

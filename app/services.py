@@ -41,7 +41,7 @@ class Services:
         if self.metrics_writer is None:
             from app.metrics.writer import MetricsWriter
 
-            self.metrics_writer = MetricsWriter(self.db.metrics)
+            self.metrics_writer = MetricsWriter(self.db.metrics, max_wait_seconds=self.settings.db_timeout_seconds)
 
     async def close(self) -> None:
         await self.db.close()

@@ -170,6 +170,7 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = Field(default=None, description="e.g. a moto server; AWS_ENDPOINT_URL works too")
     aws_ssh_cidr: str = Field(default="0.0.0.0/0", description="who may reach port 22 of new instances")
     aws_reboot_on_snapshot: bool = False
+    aws_poll_seconds: float = Field(default=5.0, gt=0, description="between state reads while waiting")
 
     # --- GCP ----------------------------------------------------------------
     gcp_project: str | None = Field(default=None, description="the project VMs are created in")
@@ -177,6 +178,7 @@ class Settings(BaseSettings):
     gcp_api_endpoint: str | None = Field(default=None, description="e.g. the local GCE fake, for development")
     gcp_ssh_cidr: str = "0.0.0.0/0"
     gcp_anonymous_credentials: bool = Field(default=False, description="development against the GCE fake only")
+    gcp_poll_seconds: float = Field(default=2.0, ge=0, description="between operation and state reads while waiting")
 
     inject_delays: dict[str, float] = Field(
         default={}, description='JSON {"step": seconds}: pause after a step\'s work, before it is recorded (kill drills)'

@@ -44,22 +44,30 @@ class _Pending:
 
 
 class MetricsWriter:
-    def __init__(self, collection, max_batch_docs: int = 1000) -> None:
+    def __init__(self, collection, max_batch_docs: int = 1000, max_wait_seconds: float | None = None) -> None:
         self.collection = collection
         self.max_batch_docs = max_batch_docs
+        # A post waits at most this long (the request's database budget): behind a batch that hangs on
+        # an unreachable database it answers 503 in time. Its samples may still be written later; the
+        # agent's retry is then counted as a duplicate, never stored twice.
+        self.max_wait_seconds = max_wait_seconds
         self._queue: deque[_Pending] = deque()
         self._flusher: asyncio.Task | None = None
 
     async def write(self, docs: list[dict]) -> int:
         """Store ``docs`` with whatever else is waiting; return how many were duplicates."""
         pending = _Pending(docs, asyncio.get_running_loop().create_future())
+        pending.done.add_done_callback(_consume)  # a post that gave up leaves no unretrieved error behind
         self._queue.append(pending)
         if self._flusher is None or self._flusher.done():
             # A context of its own: the flusher outlives the request that started it, and must not
             # inherit that request's database deadline (app.api.deps.DeadlineRoute).
             self._flusher = asyncio.create_task(self._flush(), context=contextvars.Context())
-        # shield: a post whose client went away must not cancel the batch it is part of
-        return await asyncio.shield(pending.done)
+        # shield: a post whose client went away (or gave up waiting) must not cancel the batch it is in
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending.done), self.max_wait_seconds)
+        except asyncio.TimeoutError:
+            raise BatchWriteFailed("the database did not answer in time") from None
 
     async def _flush(self) -> None:
         try:
@@ -111,6 +119,11 @@ class MetricsWriter:
         for pending in batch:
             if not pending.done.done():
                 pending.done.set_exception(BatchWriteFailed(type(exc).__name__))
+
+
+def _consume(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _owner(starts: list[int], index: int) -> int:

@@ -35,7 +35,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 
-from app.clock import utcnow
+from app.clock import as_utc, utcnow
 from app.db import is_duplicate_key, retry_while_down
 
 
@@ -149,17 +149,12 @@ class JobQueue:
         }
         found = self.collection.find(claimable, {"job.id": 1, "job.claims": 1}).sort("job.not_before", 1)
         for candidate in [doc async for doc in found.limit(candidates)]:
-            generation = candidate["job"]["claims"] + 1
-            try:
-                await self.claims.insert_one({"_id": f"{candidate['job']['id']}:{generation}",
-                                              "owner": self.worker_id, "at": now})
-            except Exception as exc:
-                if is_duplicate_key(exc):
-                    continue  # another worker won this generation
-                raise
+            generation = await self._win_generation(candidate["job"]["id"], candidate["job"]["claims"] + 1, now)
+            if generation is None:
+                continue  # another worker won it
             token = uuid.uuid4().hex
             doc = await self.collection.find_one_and_update(
-                {"_id": candidate["_id"], "job.id": candidate["job"]["id"], "job.claims": generation - 1},
+                {"_id": candidate["_id"], "job.id": candidate["job"]["id"], "job.claims": {"$lt": generation}},
                 {"$set": {"job.lease_owner": self.worker_id, "job.lease_until": now + self.lease,
                           "job.token": token, "job.claims": generation}},
                 return_document=ReturnDocument.AFTER,
@@ -167,6 +162,25 @@ class JobQueue:
             if doc is not None:
                 return Claim(self, doc, token)
         return None
+
+    async def _win_generation(self, job_id: str, generation: int, now: dt.datetime) -> int | None:
+        """Insert the claim of ``generation`` (or a later one); None when another worker holds it.
+
+        A worker that died between winning a claim and writing its lease leaves a claim behind that
+        the document never saw. Once such a claim is older than a lease, the next generation is
+        tried instead, so the job is never stranded; the lease write then asks only that the
+        document has seen no later generation (``job.claims < generation``)."""
+        while True:
+            try:
+                await self.claims.insert_one({"_id": f"{job_id}:{generation}", "owner": self.worker_id, "at": now})
+                return generation
+            except Exception as exc:
+                if not is_duplicate_key(exc):
+                    raise
+            taken = await self.claims.find_one({"_id": f"{job_id}:{generation}"})
+            if taken is None or as_utc(taken["at"]) > now - self.lease:
+                return None  # a live claim: its worker is writing its lease right now
+            generation += 1
 
     @staticmethod
     def release_fields(not_before: dt.datetime) -> dict[str, Any]:

@@ -49,6 +49,7 @@ async def running_onebox(settings, *, providers: dict | None = None, worker: boo
 
     svc = Services.build(settings, providers=providers)
     await svc.db.ensure_indexes()
+    await svc.providers.warm_catalogs()  # as the app's start does (httpx's ASGI transport runs no lifespan)
     stop = asyncio.Event()
     task = asyncio.create_task(Worker(svc).run(stop)) if worker else None
     try:
@@ -75,6 +76,7 @@ async def served_app(settings, providers=None):
 
     svc = Services.build(settings, providers=providers)
     await svc.db.ensure_indexes()
+    await svc.providers.warm_catalogs()  # as the app's start does (httpx's ASGI transport runs no lifespan)
     port = int(settings.public_url.rsplit(":", 1)[1])
     server = uvicorn.Server(uvicorn.Config(create_app(settings, svc), host="127.0.0.1", port=port,
                                            lifespan="off", log_level="warning"))

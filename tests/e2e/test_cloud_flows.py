@@ -37,6 +37,7 @@ def aws_cloud(aws_env):  # noqa: F811
 
     env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
     env["ONEBOX_AWS_ENDPOINT_URL"] = aws_env.url
+    env["ONEBOX_AWS_POLL_SECONDS"] = "0.1"
     return Cloud("aws", "us-east-1", "t3.micro", "ubuntu-24.04",
                  lambda: AwsProvider(AwsConfig(endpoint_url=aws_env.url, poll_delay=0.05, consistency_grace=1.0)),
                  alive, env)
@@ -57,7 +58,8 @@ def gcp_cloud(gce_server, gce):  # noqa: F811
                            credentials=AnonymousCredentials())
 
     env = {"ONEBOX_GCP_PROJECT": PROJECT, "ONEBOX_GCP_ZONES": "us-central1-a",
-           "ONEBOX_GCP_API_ENDPOINT": gce_server.url, "ONEBOX_GCP_ANONYMOUS_CREDENTIALS": "true"}
+           "ONEBOX_GCP_API_ENDPOINT": gce_server.url, "ONEBOX_GCP_ANONYMOUS_CREDENTIALS": "true",
+           "ONEBOX_GCP_POLL_SECONDS": "0.1"}
     return Cloud("gcp", "us-central1", "e2-small", "ubuntu-24.04", make, alive, env, zone="us-central1-a")
 
 

@@ -74,6 +74,10 @@ class Drill:
         task = asyncio.create_task(Worker(self.svc).run(halt))
         try:
             done = await wait_status(self.api, path, self.headers, {status, "failed"}, 90)
+        except AssertionError as exc:
+            instance_id = (await self.api.get(path, headers=self.headers)).json().get("instance_id") or path.split("/")[-1]
+            events = (await self.api.get(f"/v1/instances/{instance_id}/events", headers=self.headers)).json()
+            raise AssertionError([(e["type"], e["step"], e["message"][:120]) for e in events[-15:]]) from exc
         finally:
             halt.set()
             await task
@@ -152,7 +156,7 @@ async def run_matrix(drill: Drill) -> None:
 
 
 def matrix_settings(cloud: Cloud, ferretdb, tmp_path):
-    return settings_for(cloud, ferretdb, tmp_path, lease_seconds=2.0, reaper_grace_seconds=0.0,
+    return settings_for(cloud, ferretdb, tmp_path, lease_seconds=1.5, reaper_grace_seconds=0.0,
                         reaper_interval_seconds=1.0)
 
 
