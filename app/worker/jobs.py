@@ -147,9 +147,13 @@ class JobQueue:
             "job.not_before": {"$lte": now},
             "$or": [{"job.lease_until": None}, {"job.lease_until": {"$lt": now}}],
         }
-        found = self.collection.find(claimable, {"job.id": 1, "job.claims": 1}).sort("job.not_before", 1)
-        for candidate in [doc async for doc in found.limit(candidates)]:
-            generation = await self._win_generation(candidate["job"]["id"], candidate["job"]["claims"] + 1, now)
+        found = self.collection.find(claimable, {"job.id": 1, "job.claims": 1, "job.not_before": 1})
+        for candidate in [doc async for doc in found.sort("job.not_before", 1).limit(candidates)]:
+            job = candidate["job"]
+            # Only a job claimable for longer than a lease can hide an abandoned claim: a live claimant
+            # writes its lease within moments. (Spares a read on every lost race.)
+            suspect = as_utc(job["not_before"]) < now - self.lease
+            generation = await self._win_generation(job["id"], job["claims"] + 1, now, suspect)
             if generation is None:
                 continue  # another worker won it
             token = uuid.uuid4().hex
@@ -163,7 +167,7 @@ class JobQueue:
                 return Claim(self, doc, token)
         return None
 
-    async def _win_generation(self, job_id: str, generation: int, now: dt.datetime) -> int | None:
+    async def _win_generation(self, job_id: str, generation: int, now: dt.datetime, suspect: bool) -> int | None:
         """Insert the claim of ``generation`` (or a later one); None when another worker holds it.
 
         A worker that died between winning a claim and writing its lease leaves a claim behind that
@@ -177,6 +181,8 @@ class JobQueue:
             except Exception as exc:
                 if not is_duplicate_key(exc):
                     raise
+            if not suspect:
+                return None
             taken = await self.claims.find_one({"_id": f"{job_id}:{generation}"})
             if taken is None or as_utc(taken["at"]) > now - self.lease:
                 return None  # a live claim: its worker is writing its lease right now

@@ -8,8 +8,8 @@ from app.clock import utcnow
 from app.worker.jobs import JobQueue, new_job
 
 
-async def queued(services, name="job-doc"):
-    job = new_job("provision", utcnow() - dt.timedelta(seconds=1))
+async def queued(services, name="job-doc", waiting: float = 1.0):
+    job = new_job("provision", utcnow() - dt.timedelta(seconds=waiting))
     await services.db.instances.insert_one({"_id": name, "status": "pending", "job": job})
     return job
 
@@ -19,7 +19,7 @@ def queue(services, worker: str) -> JobQueue:
 
 
 async def test_a_claim_whose_worker_died_before_its_lease_is_taken_over(services):
-    job = await queued(services)
+    job = await queued(services, waiting=60)  # claimable for a minute: nobody took it
     # A worker won generation 1 a minute ago and died before writing its lease into the document.
     await services.db.claims.insert_one({"_id": f"{job['id']}:1", "owner": "dead",
                                          "at": utcnow() - dt.timedelta(minutes=1)})
