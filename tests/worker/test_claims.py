@@ -29,7 +29,7 @@ async def test_a_claim_whose_worker_died_before_its_lease_is_taken_over(services
 
 
 async def test_a_fresh_claim_is_respected(services):
-    job = await queued(services)
+    job = await queued(services, waiting=60)  # even on a job that waited: the claim itself is fresh
     # Another worker won generation 1 just now and is writing its lease.
     await services.db.claims.insert_one({"_id": f"{job['id']}:1", "owner": "busy", "at": utcnow()})
     assert await queue(services, "other").claim() is None
