@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import quotas
 from app.clock import utcnow
 from app.lifecycle.engine import JobBase, JobContext, NotYet
 from app.lifecycle.states import INSTANCE_TRANSITIONS, SNAPSHOT_TRANSITIONS, check_transition
@@ -85,7 +84,7 @@ class DispatchDeleteJob(JobBase):
         )
         if moved.matched_count:
             await ctx.event("status", f"running → failed: {LOST_ERROR['message']}", "reaper")
-            await ctx.db_call(lambda: quotas.release(ctx.services.db, target["_id"]), "releasing quota")
+            await ctx.release_quota(target["_id"])
 
     async def succeed(self, ctx: JobContext) -> bool:
         if ctx.doc.get("action") == MARK_LOST:  # done: a user's delete may follow

@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from app import quotas
 from app.clock import utcnow
 from app.db import is_database_down, retry_while_down
 from app.lifecycle.states import check_transition
@@ -82,6 +83,11 @@ class JobContext:
     async def event(self, type_: str, message: str, step: str | None = None) -> None:
         await self.services.events.add(self.event_instance_id, type_, message, step=step,
                                        wait_until=self.claim.lease_deadline)
+
+    async def release_quota(self, target_id: str | None = None) -> None:
+        """Give back what the target (by default this job's document) counted against its owner's quota."""
+        target = target_id or self.doc["_id"]
+        await self.db_call(lambda: quotas.release(self.services.db, target), "releasing quota")
 
     async def db_call(self, op, what: str):
         """A database call from a job (safe to repeat): an outage is waited out while the lease holds."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import quotas
 from app.clock import utcnow
 from app.lifecycle.engine import JobBase, JobContext
 from app.lifecycle.specs import instance_ref, instance_spec
@@ -81,7 +80,7 @@ class ProvisionJob(JobBase):
     async def fail(self, ctx: JobContext, failure: dict[str, Any]) -> None:
         await ctx.transition(S.FAILED, {"job": None, "error": failure, "public_ip": None, "private_ip": None})
         # nothing runs any more: it no longer counts
-        await ctx.db_call(lambda: quotas.release(ctx.services.db, ctx.doc["_id"]), "releasing quota")
+        await ctx.release_quota()
 
 
 class DeleteInstanceJob(JobBase):
@@ -99,7 +98,7 @@ class DeleteInstanceJob(JobBase):
 
     async def succeed(self, ctx: JobContext) -> bool:
         await ctx.transition(S.DELETED, {"job": None, "deleted_at": utcnow(), "agent_jti_hash": None})
-        await ctx.db_call(lambda: quotas.release(ctx.services.db, ctx.doc["_id"]), "releasing quota")
+        await ctx.release_quota()
         return True
 
 

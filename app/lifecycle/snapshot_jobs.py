@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import quotas
 from app.clock import utcnow
 from app.lifecycle.engine import JobBase, JobContext
 from app.lifecycle.specs import instance_ref, snapshot_ref
@@ -44,7 +43,7 @@ class CreateSnapshotJob(JobBase):
 
     async def fail(self, ctx: JobContext, failure: dict[str, Any]) -> None:
         await ctx.transition(S.FAILED, {"job": None, "error": failure})
-        await ctx.db_call(lambda: quotas.release(ctx.services.db, ctx.doc["_id"]), "releasing quota")
+        await ctx.release_quota()
 
 
 class DeleteSnapshotJob(JobBase):
@@ -60,7 +59,7 @@ class DeleteSnapshotJob(JobBase):
 
     async def succeed(self, ctx: JobContext) -> bool:
         await ctx.transition(S.DELETED, {"job": None, "deleted_at": utcnow()})
-        await ctx.db_call(lambda: quotas.release(ctx.services.db, ctx.doc["_id"]), "releasing quota")
+        await ctx.release_quota()
         return True
 
 

@@ -127,16 +127,17 @@ class Reaper:
                 by_snapshot[r.snapshot_id].append(r)
             elif r.instance_id:
                 by_instance[r.instance_id].append(r)
+        instances = await _records(db.instances, by_instance, {"status": 1, "updated_at": 1, "job": 1})
+        snapshots = await _records(db.snapshots, by_snapshot, {"status": 1, "updated_at": 1, "job": 1, "cloud_id": 1})
         for instance_id, parts in sorted(by_instance.items()):
-            record = await db.instances.find_one({"_id": instance_id}, {"status": 1, "updated_at": 1, "job": 1})
+            record = instances.get(instance_id)
             if not self._old_enough(record, instance_id):
                 continue
             await self.services.providers.call(provider.delete_instance, InstanceRef(instance_id, parts[0].region))
             await self._record(name, "instance", instance_id, record, parts, instance_id)
             report.removed.append((name, "instance", instance_id))
         for snapshot_id, parts in sorted(by_snapshot.items()):
-            record = await db.snapshots.find_one({"_id": snapshot_id},
-                                                 {"status": 1, "updated_at": 1, "job": 1, "cloud_id": 1})
+            record = snapshots.get(snapshot_id)
             if not self._old_enough(record, snapshot_id):
                 continue
             cloud_id = (record or {}).get("cloud_id") or parts[0].cloud_id
@@ -188,3 +189,10 @@ class Reaper:
                                            "marking the instance failed", step="reaper")
             await record_system_action(db, REAPER, "mark_lost", "instance", doc["_id"], provider=name)
             report.lost.append((name, doc["_id"]))
+
+
+async def _records(collection, ids, projection: dict) -> dict[str, dict]:
+    """The records of ``ids``, read in one query (not one per listed resource)."""
+    if not ids:
+        return {}
+    return {doc["_id"]: doc async for doc in collection.find({"_id": {"$in": sorted(ids)}}, projection)}
