@@ -21,7 +21,7 @@ from pymongo import AsyncMongoClient
 
 from app.auth.tokens import TokenService
 from app.settings import REPO_ROOT, Settings
-from bench.common import DATABASE, SECRET, Row, api_server, cpu_seconds, ferretdb, instance_doc, scratch
+from bench.common import DATABASE, SECRET, Row, api_server, cpu_seconds, dbserver, instance_doc, scratch
 
 AGENT = REPO_ROOT / "playbooks" / "roles" / "agent" / "files" / "onebox_agent.py"
 def peak_rss_mb(pid: int) -> float:
@@ -34,7 +34,7 @@ def peak_rss_mb(pid: int) -> float:
 async def run(quick: bool = False) -> list[Row]:
     seconds, interval = (65, 30) if quick else (600, 30)
     python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else shutil.which("python3")  # as on a VM
-    with scratch("agent") as work, ferretdb(work) as db:
+    with scratch("agent") as work, dbserver(work) as db:
         client = AsyncMongoClient(db.url(), tz_aware=True)
         try:
             doc = instance_doc("bench")

@@ -83,9 +83,9 @@ def scratch(name: str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def ferretdb(work: Path) -> Iterator[EmbeddedDatabase]:
+def dbserver(work: Path) -> Iterator[EmbeddedDatabase]:
     db = EmbeddedDatabase(BIN / "onebox-ferretdb", f"127.0.0.1:{free_port()}", work / "db",
-                          log_path=work / "ferretdb.log").start()
+                          log_path=work / "dbserver.log").start()
     try:
         yield db
     finally:

@@ -35,7 +35,7 @@ from app.configure.ansible import PLAYBOOK
 from app.configure.keys import deploy_key
 from app.ids import new_instance_id
 from app.settings import Settings
-from bench.common import DATABASE, SECRET, Row, ferretdb, onebox_env, percentile, scratch, start, stop
+from bench.common import DATABASE, SECRET, Row, dbserver, onebox_env, percentile, scratch, start, stop
 from providers.base import InstanceSpec
 from providers.local import LocalConfig, LocalProvider
 from tests.support import free_port, wait_for_port
@@ -112,7 +112,7 @@ def direct_run(local: LocalProvider, data_dir, tokens: TokenService, key: str, p
 
 async def run(quick: bool = False) -> list[Row]:
     rounds = 1 if quick else 3
-    with scratch("configure") as work, ferretdb(work) as db:
+    with scratch("configure") as work, dbserver(work) as db:
         port = free_port()
         public_url = f"http://127.0.0.1:{port}"
         data_dir = work / "data"

@@ -32,7 +32,7 @@ from app.auth.tokens import TokenService
 from app.clock import utcnow
 from app.db import Database
 from app.settings import Settings
-from bench.common import (DATABASE, SECRET, Row, api_server, ferretdb, instance_doc, percentile, scratch,
+from bench.common import (DATABASE, SECRET, Row, api_server, dbserver, instance_doc, percentile, scratch,
                           vegeta_attack, wrk)
 
 LOADS = (330, 1000, 3300)
@@ -126,7 +126,7 @@ async def run(quick: bool = False) -> list[Row]:
     seconds = 5 if quick else 15
     raw_n = 1500 if quick else 5000
     rows: list[Row] = []
-    with scratch("ingest") as work, ferretdb(work) as db:
+    with scratch("ingest") as work, dbserver(work) as db:
         client = AsyncMongoClient(db.url(), tz_aware=True)
         try:
             await Database(client, DATABASE).ensure_indexes()

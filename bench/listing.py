@@ -26,7 +26,7 @@ from app.clock import utcnow
 from app.db import Database
 from app.ids import new_instance_id
 from app.settings import Settings
-from bench.common import SECRET, Row, api_server, ferretdb, instance_doc, percentile, scratch
+from bench.common import SECRET, Row, api_server, dbserver, instance_doc, percentile, scratch
 
 STATUSES = ("running",) * 8 + ("failed", "deleted")
 
@@ -79,7 +79,7 @@ async def run(quick: bool = False) -> list[Row]:
     sets = [(1, 1000 if quick else 10_000), (10 if quick else 100, 1000)]
     rows: list[Row] = []
     plans = {}
-    with scratch("list") as work, ferretdb(work) as server:
+    with scratch("list") as work, dbserver(work) as server:
         client = AsyncMongoClient(server.url(), tz_aware=True)
         try:
             tokens = TokenService(Settings(jwt_secret=SECRET, data_dir=work / "data"))

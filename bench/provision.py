@@ -26,7 +26,7 @@ from pymongo import AsyncMongoClient
 from app.auth.tokens import TokenService
 from app.clock import as_utc
 from app.settings import Settings
-from bench.common import DATABASE, SECRET, Row, cpu_seconds, ferretdb, onebox_env, percentile, scratch, start, stop
+from bench.common import DATABASE, SECRET, Row, cpu_seconds, dbserver, onebox_env, percentile, scratch, start, stop
 from bench.fakecloud import NAME, request_body
 from tests.support import free_port, wait_for_port
 
@@ -75,7 +75,7 @@ async def provision(http: httpx.AsyncClient, instances, headers: dict, bodies: l
 
 async def run(quick: bool = False) -> list[Row]:
     serial, burst = (5, 30) if quick else (20, 100)
-    with scratch("provision") as work, ferretdb(work) as db:
+    with scratch("provision") as work, dbserver(work) as db:
         port = free_port()
         lag_log = work / "lag.txt"
         env = onebox_env(db, work, ONEBOX_PROVIDERS=NAME, ONEBOX_CONFIGURE="skip", ONEBOX_WORKER_CONCURRENCY=burst)

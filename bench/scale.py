@@ -22,7 +22,7 @@ from pymongo import AsyncMongoClient
 from app.auth.tokens import TokenService
 from app.clock import as_utc
 from app.settings import Settings
-from bench.common import SECRET, Row, cpu_seconds, ferretdb, onebox_env, scratch, start, stop
+from bench.common import SECRET, Row, cpu_seconds, dbserver, onebox_env, scratch, start, stop
 from bench.fakecloud import NAME, request_body
 from bench.provision import ssh_public_key
 from tests.support import free_port, wait_for_port
@@ -78,7 +78,7 @@ async def one_run(db, work, workers: int, count: int, key: str, token: str) -> f
 async def run(quick: bool = False) -> list[Row]:
     count = 24 if quick else 60
     rows, rates = [], {}
-    with scratch("scale") as work, ferretdb(work) as db:
+    with scratch("scale") as work, dbserver(work) as db:
         key = ssh_public_key(work)
         token = TokenService(Settings(jwt_secret=SECRET, data_dir=work / "data")).mint("bench")
         for workers in (1, 2, 3):

@@ -56,14 +56,14 @@ TEST_SECRET = "test-secret-" + "x" * 40
 
 
 @pytest.fixture(scope="session")
-def ferretdb(tmp_path_factory):
+def dbserver(tmp_path_factory):
     """One FerretDB for the session, on a free port, its SQLite files on tmpfs when there is one."""
     if not FERRETDB_BINARY.exists():
         pytest.fail(f"{FERRETDB_BINARY} is missing: run `make ferretdb` (make test does)")
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path_factory.getbasetemp()
-    data = base / f"onebox-test-ferretdb-{uuid.uuid4().hex[:8]}"
+    data = base / f"onebox-test-dbserver-{uuid.uuid4().hex[:8]}"
     db = EmbeddedDatabase(FERRETDB_BINARY, f"127.0.0.1:{free_port()}", data,
-                          log_path=tmp_path_factory.getbasetemp() / "ferretdb.log").start()
+                          log_path=tmp_path_factory.getbasetemp() / "dbserver.log").start()
     yield db
     db.stop()
     import shutil
@@ -71,10 +71,10 @@ def ferretdb(tmp_path_factory):
     shutil.rmtree(data, ignore_errors=True)
 
 
-def make_settings(ferretdb, data_dir: Path, **overrides) -> Settings:
+def make_settings(dbserver, data_dir: Path, **overrides) -> Settings:
     values = dict(
         data_dir=data_dir,
-        mongodb_url=ferretdb.url(),
+        mongodb_url=dbserver.url(),
         database=f"t_{uuid.uuid4().hex[:12]}",
         jwt_secret=TEST_SECRET,
         lease_seconds=3.0,
@@ -97,8 +97,8 @@ def make_settings(ferretdb, data_dir: Path, **overrides) -> Settings:
 
 
 @pytest.fixture
-def settings(ferretdb, tmp_path) -> Settings:
-    return make_settings(ferretdb, tmp_path / "data")
+def settings(dbserver, tmp_path) -> Settings:
+    return make_settings(dbserver, tmp_path / "data")
 
 
 def _remove_local_instances(data_dir: Path) -> None:

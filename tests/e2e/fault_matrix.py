@@ -360,8 +360,8 @@ async def run_matrix(stand: Stand, settings, matrix: _MatrixReport) -> None:
     assert stand.alive() == [], "nothing of ours is left in the cloud"
 
 
-def fault_settings(ferretdb, tmp_path, provider: str):
-    return make_settings(ferretdb, tmp_path / "data", providers=[provider], max_attempts=5, worker_concurrency=16,
+def fault_settings(dbserver, tmp_path, provider: str):
+    return make_settings(dbserver, tmp_path / "data", providers=[provider], max_attempts=5, worker_concurrency=16,
                          quota_max_snapshots=1000, db_timeout_seconds=15.0, poll_seconds=0.1,
                          provider_threads=24, reaper_enabled=False)
 

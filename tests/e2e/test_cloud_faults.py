@@ -153,8 +153,8 @@ def aws_stand(aws_env):  # noqa: F811
     proxy.stop()
 
 
-async def test_aws_faults(aws_stand, ferretdb, tmp_path, matrix):
-    await run_matrix(aws_stand, fault_settings(ferretdb, tmp_path, "aws"), matrix)
+async def test_aws_faults(aws_stand, dbserver, tmp_path, matrix):
+    await run_matrix(aws_stand, fault_settings(dbserver, tmp_path, "aws"), matrix)
 
 
 # ---------------------------------------------------------------------- GCP on the GCE fake
@@ -278,8 +278,8 @@ def gcp_stand(gce_server):  # noqa: F811
     fake.reset()
 
 
-async def test_gcp_faults(gcp_stand, ferretdb, tmp_path, matrix):
-    await run_matrix(gcp_stand, fault_settings(ferretdb, tmp_path, "gcp"), matrix)
+async def test_gcp_faults(gcp_stand, dbserver, tmp_path, matrix):
+    await run_matrix(gcp_stand, fault_settings(dbserver, tmp_path, "gcp"), matrix)
 
 
 # ---------------------------------------------------------------------- Azure on the ARM fake
@@ -438,5 +438,5 @@ def azure_stand(arm):  # noqa: F811
     arm.reset()
 
 
-async def test_azure_faults(azure_stand, ferretdb, tmp_path, matrix):
-    await run_matrix(azure_stand, fault_settings(ferretdb, tmp_path, "azure"), matrix)
+async def test_azure_faults(azure_stand, dbserver, tmp_path, matrix):
+    await run_matrix(azure_stand, fault_settings(dbserver, tmp_path, "azure"), matrix)

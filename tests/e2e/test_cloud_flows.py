@@ -90,23 +90,23 @@ def azure_cloud(fake):
 CLOUDS = ["aws_cloud", "gcp_cloud", "azure_cloud"]
 
 
-def settings_for(cloud: Cloud, ferretdb, tmp_path, **overrides):
-    return make_settings(ferretdb, tmp_path / "data", providers=[cloud.name], **overrides)
+def settings_for(cloud: Cloud, dbserver, tmp_path, **overrides):
+    return make_settings(dbserver, tmp_path / "data", providers=[cloud.name], **overrides)
 
 
 @pytest.mark.parametrize("cloud_fixture", CLOUDS)
-async def test_full_flow_through_the_api(cloud_fixture, request, ferretdb, tmp_path, mint):
+async def test_full_flow_through_the_api(cloud_fixture, request, dbserver, tmp_path, mint):
     cloud: Cloud = request.getfixturevalue(cloud_fixture)
-    async with onebox_for(cloud, settings_for(cloud, ferretdb, tmp_path)) as (api, svc):
+    async with onebox_for(cloud, settings_for(cloud, dbserver, tmp_path)) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         await full_flow(api, headers, cloud)
 
 
 @pytest.mark.parametrize("cloud_fixture", CLOUDS)
 @pytest.mark.parametrize("step", ["create", "wait_running", "configure"])
-async def test_failure_at_each_step_leaves_nothing(cloud_fixture, step, request, ferretdb, tmp_path):
+async def test_failure_at_each_step_leaves_nothing(cloud_fixture, step, request, dbserver, tmp_path):
     cloud: Cloud = request.getfixturevalue(cloud_fixture)
-    async with onebox_for(cloud, settings_for(cloud, ferretdb, tmp_path, inject_faults=[step])) as (api, svc):
+    async with onebox_for(cloud, settings_for(cloud, dbserver, tmp_path, inject_faults=[step])) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         inst = (await api.post("/v1/instances", json=cloud.body(), headers=headers)).json()
         done = await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"failed", "running"}, 120)
@@ -115,9 +115,9 @@ async def test_failure_at_each_step_leaves_nothing(cloud_fixture, step, request,
 
 
 @pytest.mark.parametrize("cloud_fixture", CLOUDS)
-async def test_bad_region_and_machine_type_refused_before_queueing(cloud_fixture, request, ferretdb, tmp_path):
+async def test_bad_region_and_machine_type_refused_before_queueing(cloud_fixture, request, dbserver, tmp_path):
     cloud: Cloud = request.getfixturevalue(cloud_fixture)
-    async with onebox_for(cloud, settings_for(cloud, ferretdb, tmp_path), worker=False) as (api, svc):
+    async with onebox_for(cloud, settings_for(cloud, dbserver, tmp_path), worker=False) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         for overrides, field in [({"region": "atlantis-1"}, "region"), ({"machine_type": "x99.huge"}, "machine_type")]:
             response = await api.post("/v1/instances", json=cloud.body(**overrides), headers=headers)
@@ -127,11 +127,11 @@ async def test_bad_region_and_machine_type_refused_before_queueing(cloud_fixture
 
 
 @pytest.mark.parametrize("cloud_fixture", CLOUDS)
-async def test_worker_killed_right_after_create_gives_one_vm(cloud_fixture, request, ferretdb, tmp_path):
+async def test_worker_killed_right_after_create_gives_one_vm(cloud_fixture, request, dbserver, tmp_path):
     from tests.e2e.test_workers import start_worker, stop, wait_until
 
     cloud: Cloud = request.getfixturevalue(cloud_fixture)
-    settings = settings_for(cloud, ferretdb, tmp_path, lease_seconds=2.0)
+    settings = settings_for(cloud, dbserver, tmp_path, lease_seconds=2.0)
     async with onebox_for(cloud, settings, worker=False) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         headers_idem = {**headers, "Idempotency-Key": "once"}
@@ -169,14 +169,14 @@ async def test_worker_killed_right_after_create_gives_one_vm(cloud_fixture, requ
     ("ZONE_RESOURCE_POOL_EXHAUSTED", "failed", "capacity"),
     ("QUOTA_EXCEEDED", "failed", "quota"),
 ])
-async def test_gcp_faults_retry_or_fail_clean(fault, outcome, code, gcp_cloud, gce, ferretdb, tmp_path):  # noqa: F811
+async def test_gcp_faults_retry_or_fail_clean(fault, outcome, code, gcp_cloud, gce, dbserver, tmp_path):  # noqa: F811
     if fault.startswith("http_"):
         gce.inject_http_error(int(fault[5:]), count=3, method="POST", path="/instances$")
     elif fault == "slow":
         gce.inject_slow_operation(5, operation_type="insert", target="/instances/")
     else:
         gce.inject_operation_error(fault, operation_type="insert", target="/instances/")
-    async with onebox_for(gcp_cloud, settings_for(gcp_cloud, ferretdb, tmp_path)) as (api, svc):
+    async with onebox_for(gcp_cloud, settings_for(gcp_cloud, dbserver, tmp_path)) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         inst = (await api.post("/v1/instances", json=gcp_cloud.body(), headers=headers)).json()
         done = await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"failed", "running"}, 120)
@@ -201,10 +201,10 @@ async def test_gcp_faults_retry_or_fail_clean(fault, outcome, code, gcp_cloud, g
     dict(action="lro_fail", method="PUT", resource_type="Microsoft.Compute/virtualMachines",
          code="AllocationFailed", message="no capacity"),  # after the VM PUT
 ])
-async def test_azure_failure_at_each_sub_step_removes_every_part(fault, azure_cloud, fake, ferretdb, tmp_path):
+async def test_azure_failure_at_each_sub_step_removes_every_part(fault, azure_cloud, fake, dbserver, tmp_path):
     arm = fake
     arm.add_fault(**fault)
-    settings = settings_for(azure_cloud, ferretdb, tmp_path, max_attempts=2)
+    settings = settings_for(azure_cloud, dbserver, tmp_path, max_attempts=2)
     async with onebox_for(azure_cloud, settings) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         inst = (await api.post("/v1/instances", json=azure_cloud.body(), headers=headers)).json()
@@ -214,9 +214,9 @@ async def test_azure_failure_at_each_sub_step_removes_every_part(fault, azure_cl
         assert azure_cloud.alive() == []
 
 
-async def test_azure_full_flow_leaves_one_of_each_and_then_nothing(azure_cloud, fake, ferretdb, tmp_path):
+async def test_azure_full_flow_leaves_one_of_each_and_then_nothing(azure_cloud, fake, dbserver, tmp_path):
     arm = fake
-    async with onebox_for(azure_cloud, settings_for(azure_cloud, ferretdb, tmp_path)) as (api, svc):
+    async with onebox_for(azure_cloud, settings_for(azure_cloud, dbserver, tmp_path)) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         inst = (await api.post("/v1/instances", json=azure_cloud.body(), headers=headers)).json()
         done = await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"failed", "running"}, 120)
@@ -232,7 +232,7 @@ async def test_azure_full_flow_leaves_one_of_each_and_then_nothing(azure_cloud, 
         assert arm.find("onebox-instance-id", inst["id"]) == []
 
 
-async def test_aws_instance_configured_for_real_through_a_mapped_sshd(aws_cloud, ferretdb, tmp_path, ssh_keypair):
+async def test_aws_instance_configured_for_real_through_a_mapped_sshd(aws_cloud, dbserver, tmp_path, ssh_keypair):
     """moto runs no VMs: a local sshd stands in for the EC2 instance, and onebox reaches it through
     ONEBOX_SSH_ENDPOINT_MAP, so the real playbook and the real agent run for an "EC2" instance."""
     import asyncio
@@ -250,7 +250,7 @@ async def test_aws_instance_configured_for_real_through_a_mapped_sshd(aws_cloud,
     standin.create_instance(spec)
     vm = standin.wait_running(spec.ref, 20)
     try:
-        settings = configured_settings(ferretdb, tmp_path, providers=["aws"],
+        settings = configured_settings(dbserver, tmp_path, providers=["aws"],
                                        ssh_endpoint_map={"*": f"{vm.public_ip}:{vm.ssh_port}"},
                                        ssh_endpoint_kind="local")
         assert settings.data_dir == data_dir
@@ -277,10 +277,10 @@ async def test_aws_instance_configured_for_real_through_a_mapped_sshd(aws_cloud,
         standin.delete_instance(spec.ref)
 
 
-async def test_azure_refuses_what_azure_refuses_before_queueing(azure_cloud, ferretdb, tmp_path):
+async def test_azure_refuses_what_azure_refuses_before_queueing(azure_cloud, dbserver, tmp_path):
     ecdsa = ("ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEezOmxkZMy7opKgwFB9nkt5YRrY"
              "MjNuG5N87uRgg6CLrbo5wAdT/y6v0mKV0U2w0WZ2YB/++Tpockg= alice@laptop")
-    async with onebox_for(azure_cloud, settings_for(azure_cloud, ferretdb, tmp_path), worker=False) as (api, svc):
+    async with onebox_for(azure_cloud, settings_for(azure_cloud, dbserver, tmp_path), worker=False) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         for overrides, field in [({"ssh_public_key": ecdsa}, "ssh_public_key"), ({"ssh_user": "admin"}, "ssh_user")]:
             response = await api.post("/v1/instances", json=azure_cloud.body(**overrides), headers=headers)

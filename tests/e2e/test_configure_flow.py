@@ -18,13 +18,13 @@ VERBATIM = "{{ not_a_var }} {% raw %} $HOME"
 BOOTSTRAP = "#!/bin/sh\nprintf '%s\\n' '" + VERBATIM + "' > \"$HOME/boot.txt\"\necho bootstrap-ran\n"
 
 
-def configured_settings(ferretdb, tmp_path, **overrides):
-    return make_settings(ferretdb, tmp_path / "data", configure="ansible", agent_interval_seconds=2,
+def configured_settings(dbserver, tmp_path, **overrides):
+    return make_settings(dbserver, tmp_path / "data", configure="ansible", agent_interval_seconds=2,
                          public_url=f"http://127.0.0.1:{free_port()}", configure_timeout_seconds=300, **overrides)
 
 
-async def test_configure_then_agent_reports_then_delete_stops_it(ferretdb, tmp_path, ssh_keypair):
-    settings = configured_settings(ferretdb, tmp_path)
+async def test_configure_then_agent_reports_then_delete_stops_it(dbserver, tmp_path, ssh_keypair):
+    settings = configured_settings(dbserver, tmp_path)
     canary = tmp_path / "templated"
     # A key comment is user text too: it must reach the instance verbatim, never evaluated by Ansible.
     key = " ".join(ssh_keypair.public.split()[:2]) + " {{ lookup('pipe', 'touch " + str(canary) + "') }}"
@@ -86,8 +86,8 @@ async def test_configure_then_agent_reports_then_delete_stops_it(ferretdb, tmp_p
         assert refused.status_code == 401
 
 
-async def test_failing_bootstrap_fails_the_instance_and_cleans_up(ferretdb, tmp_path, ssh_keypair):
-    settings = configured_settings(ferretdb, tmp_path)
+async def test_failing_bootstrap_fails_the_instance_and_cleans_up(dbserver, tmp_path, ssh_keypair):
+    settings = configured_settings(dbserver, tmp_path)
     async with served_app(settings) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         body = instance_body(ssh_keypair.public, bootstrap_script="#!/bin/sh\necho about to fail\nexit 3\n")

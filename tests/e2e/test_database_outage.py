@@ -90,7 +90,7 @@ async def post_metrics(api, agents, stop_at: float, results: list) -> None:
 async def test_ten_second_outage_during_provisions_and_agent_posts(tmp_path, ssh_keypair):
     data = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path
     db = EmbeddedDatabase(FERRETDB_BINARY, f"127.0.0.1:{free_port()}", data / f"onebox-outage-{uuid.uuid4().hex[:6]}",
-                          log_path=tmp_path / "ferretdb.log").start()
+                          log_path=tmp_path / "dbserver.log").start()
     # A lease longer than the outage: a worker that waited it out still owns its jobs.
     settings = make_settings(db, tmp_path / "data", lease_seconds=30.0)
     worker = server = None

@@ -155,20 +155,20 @@ async def run_matrix(drill: Drill) -> None:
         assert drill.cloud.alive() == [], "the stand-in itself holds nothing of ours"
 
 
-def matrix_settings(cloud: Cloud, ferretdb, tmp_path):
-    return settings_for(cloud, ferretdb, tmp_path, lease_seconds=1.5, reaper_grace_seconds=0.0,
+def matrix_settings(cloud: Cloud, dbserver, tmp_path):
+    return settings_for(cloud, dbserver, tmp_path, lease_seconds=1.5, reaper_grace_seconds=0.0,
                         reaper_interval_seconds=1.0)
 
 
-async def test_kill_matrix_local(local_cloud, ferretdb, tmp_path, ssh_keypair):
-    settings = matrix_settings(local_cloud, ferretdb, tmp_path)
+async def test_kill_matrix_local(local_cloud, dbserver, tmp_path, ssh_keypair):
+    settings = matrix_settings(local_cloud, dbserver, tmp_path)
     async with running_onebox(settings, worker=False) as (api, svc):
         await run_matrix(Drill(local_cloud, settings, api, svc, tmp_path, ssh_keypair.public))
 
 
 @pytest.mark.parametrize("cloud_fixture", ["aws_cloud", "gcp_cloud", "azure_cloud"])
-async def test_kill_matrix_clouds(cloud_fixture, request, ferretdb, tmp_path, ssh_keypair):
+async def test_kill_matrix_clouds(cloud_fixture, request, dbserver, tmp_path, ssh_keypair):
     cloud: Cloud = request.getfixturevalue(cloud_fixture)
-    settings = matrix_settings(cloud, ferretdb, tmp_path)
+    settings = matrix_settings(cloud, dbserver, tmp_path)
     async with onebox_for(cloud, settings, worker=False) as (api, svc):
         await run_matrix(Drill(cloud, settings, api, svc, tmp_path, ssh_keypair.public))

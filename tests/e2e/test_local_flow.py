@@ -65,10 +65,10 @@ async def test_create_ssh_snapshot_restore_delete(api, worker, mint, ssh_keypair
     assert local.list_managed() == []
 
 
-async def test_delete_while_provisioning_cancels_and_cleans_up(ferretdb, tmp_path, ssh_keypair):
+async def test_delete_while_provisioning_cancels_and_cleans_up(dbserver, tmp_path, ssh_keypair):
     from tests.conftest import make_settings
 
-    async with running_onebox(make_settings(ferretdb, tmp_path / "data", local_create_delay_seconds=1.5)) as (api, svc):
+    async with running_onebox(make_settings(dbserver, tmp_path / "data", local_create_delay_seconds=1.5)) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         inst = await create(api, headers, ssh_keypair.public)
         await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"provisioning"})
@@ -79,10 +79,10 @@ async def test_delete_while_provisioning_cancels_and_cleans_up(ferretdb, tmp_pat
 
 
 @pytest.mark.parametrize("step", ["create", "wait_running", "configure"])
-async def test_failure_at_each_step_cleans_up(ferretdb, tmp_path, ssh_keypair, step):
+async def test_failure_at_each_step_cleans_up(dbserver, tmp_path, ssh_keypair, step):
     from tests.conftest import make_settings
 
-    async with running_onebox(make_settings(ferretdb, tmp_path / "data", inject_faults=[step])) as (api, svc):
+    async with running_onebox(make_settings(dbserver, tmp_path / "data", inject_faults=[step])) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         inst = await create(api, headers, ssh_keypair.public)
         done = await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"failed", "running"})
@@ -97,10 +97,10 @@ async def test_failure_at_each_step_cleans_up(ferretdb, tmp_path, ssh_keypair, s
         assert (await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"deleted"}))["status"] == "deleted"
 
 
-async def test_snapshot_failure_is_recorded(ferretdb, tmp_path, ssh_keypair):
+async def test_snapshot_failure_is_recorded(dbserver, tmp_path, ssh_keypair):
     from tests.conftest import make_settings
 
-    async with running_onebox(make_settings(ferretdb, tmp_path / "data", inject_faults=["snapshot"])) as (api, svc):
+    async with running_onebox(make_settings(dbserver, tmp_path / "data", inject_faults=["snapshot"])) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         inst = await create(api, headers, ssh_keypair.public)
         await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"running"})

@@ -85,13 +85,13 @@ async def provision(cloud: Cloud, settings, tmp_path, workers: int) -> float:
         await svc.close()
 
 
-async def test_three_workers_two_apis_provision_100_instances_each_once(gcp_cloud, gce, ferretdb, tmp_path):
+async def test_three_workers_two_apis_provision_100_instances_each_once(gcp_cloud, gce, dbserver, tmp_path):
     gce.cpu_quota = 100_000  # 200 e2-small VMs over two runs
     try:
         times = {}
         for workers in (1, 3):
             gce.reset()
-            settings = settings_for(gcp_cloud, ferretdb, tmp_path / f"w{workers}", quota_max_instances=INSTANCES, quota_max_vcpus=10 * INSTANCES,
+            settings = settings_for(gcp_cloud, dbserver, tmp_path / f"w{workers}", quota_max_instances=INSTANCES, quota_max_vcpus=10 * INSTANCES,
                                     lease_seconds=30.0, poll_seconds=0.5)
             times[workers] = await provision(gcp_cloud, settings, tmp_path, workers)
         speedup = times[1] / times[3]

@@ -94,9 +94,9 @@ def sshd_count(local: LocalProvider, instance_id: str) -> int:
     return len(local._marked_pids(instance_id))
 
 
-async def test_sigkilled_worker_is_replaced_and_one_sshd_exists(ferretdb, tmp_path, ssh_keypair):
+async def test_sigkilled_worker_is_replaced_and_one_sshd_exists(dbserver, tmp_path, ssh_keypair):
     # No in-process worker: lease 2 s, and a slow "cloud" so the kill lands mid-provisioning.
-    settings = make_settings(ferretdb, tmp_path / "data", lease_seconds=2.0)
+    settings = make_settings(dbserver, tmp_path / "data", lease_seconds=2.0)
     local = LocalProvider(LocalConfig(root=settings.data_dir / "local"))
     async with running_onebox(settings, worker=False) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
@@ -128,8 +128,8 @@ async def test_sigkilled_worker_is_replaced_and_one_sshd_exists(ferretdb, tmp_pa
             stop(second)
 
 
-async def test_two_workers_twenty_instances_each_provisioned_once(ferretdb, tmp_path, ssh_keypair):
-    settings = make_settings(ferretdb, tmp_path / "data", lease_seconds=5.0)
+async def test_two_workers_twenty_instances_each_provisioned_once(dbserver, tmp_path, ssh_keypair):
+    settings = make_settings(dbserver, tmp_path / "data", lease_seconds=5.0)
     local = LocalProvider(LocalConfig(root=settings.data_dir / "local"))
     async with running_onebox(settings, worker=False) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
@@ -168,9 +168,9 @@ async def test_two_workers_twenty_instances_each_provisioned_once(ferretdb, tmp_
         assert "Traceback" not in logs, logs[-3000:]
 
 
-async def test_sigterm_mid_step_hands_the_job_back_at_once(ferretdb, tmp_path, ssh_keypair):
+async def test_sigterm_mid_step_hands_the_job_back_at_once(dbserver, tmp_path, ssh_keypair):
     # A 60 s lease: the second worker can only start this soon if the first one released it.
-    settings = make_settings(ferretdb, tmp_path / "data", lease_seconds=60.0)
+    settings = make_settings(dbserver, tmp_path / "data", lease_seconds=60.0)
     local = LocalProvider(LocalConfig(root=settings.data_dir / "local"))
     async with running_onebox(settings, worker=False) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
@@ -199,8 +199,8 @@ async def test_sigterm_mid_step_hands_the_job_back_at_once(ferretdb, tmp_path, s
         assert "handed the job back" in (tmp_path / "a.log").read_text()
 
 
-async def test_sigterm_lets_the_current_step_finish_then_hands_over(ferretdb, tmp_path, ssh_keypair):
-    settings = make_settings(ferretdb, tmp_path / "data", lease_seconds=60.0)
+async def test_sigterm_lets_the_current_step_finish_then_hands_over(dbserver, tmp_path, ssh_keypair):
+    settings = make_settings(dbserver, tmp_path / "data", lease_seconds=60.0)
     local = LocalProvider(LocalConfig(root=settings.data_dir / "local"))
     async with running_onebox(settings, worker=False) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}

@@ -53,9 +53,9 @@ def rsa_pem():
 
 
 @pytest.fixture
-async def api_keys(ferretdb, tmp_path, rsa_pem):
+async def api_keys(dbserver, tmp_path, rsa_pem):
     """A onebox with two active keys (new: HS256, rs: RS256) — the old HS256 key was rotated out."""
-    settings = make_settings(ferretdb, tmp_path / "data", jwt_signing_kid="new", jwt_keys={
+    settings = make_settings(dbserver, tmp_path / "data", jwt_signing_kid="new", jwt_keys={
         "new": JwtKey(alg="HS256", secret=NEW), "rs": JwtKey(alg="RS256", public_key=rsa_pem)})
     svc = Services.build(settings)
     await svc.db.ensure_indexes()

@@ -15,16 +15,16 @@ from tests.conftest import make_settings
 
 
 
-async def app_with(ferretdb, tmp_path, **overrides):
-    settings = make_settings(ferretdb, tmp_path / "data", **overrides)
+async def app_with(dbserver, tmp_path, **overrides):
+    settings = make_settings(dbserver, tmp_path / "data", **overrides)
     svc = Services.build(settings)
     await svc.db.ensure_indexes()
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, svc)), base_url="http://t")
     return client, svc
 
 
-async def test_quota_race_twenty_parallel_creates_at_a_limit_of_five(ferretdb, tmp_path, ssh_keypair):
-    api, svc = await app_with(ferretdb, tmp_path, quota_max_instances=5)
+async def test_quota_race_twenty_parallel_creates_at_a_limit_of_five(dbserver, tmp_path, ssh_keypair):
+    api, svc = await app_with(dbserver, tmp_path, quota_max_instances=5)
     try:
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         responses = await asyncio.gather(*(
@@ -44,8 +44,8 @@ async def test_quota_race_twenty_parallel_creates_at_a_limit_of_five(ferretdb, t
         await svc.close()
 
 
-async def test_vcpu_and_snapshot_quotas_and_admin_overrides(ferretdb, tmp_path, ssh_keypair):
-    api, svc = await app_with(ferretdb, tmp_path, quota_max_vcpus=2)
+async def test_vcpu_and_snapshot_quotas_and_admin_overrides(dbserver, tmp_path, ssh_keypair):
+    api, svc = await app_with(dbserver, tmp_path, quota_max_vcpus=2)
     try:
         alice = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         admin = {"Authorization": f"Bearer {svc.tokens.mint('root', role='admin')}"}
@@ -65,8 +65,8 @@ async def test_vcpu_and_snapshot_quotas_and_admin_overrides(ferretdb, tmp_path, 
         await svc.close()
 
 
-async def test_rate_limit_gives_429_with_retry_after(ferretdb, tmp_path):
-    api, svc = await app_with(ferretdb, tmp_path, rate_limit_per_minute=5)
+async def test_rate_limit_gives_429_with_retry_after(dbserver, tmp_path):
+    api, svc = await app_with(dbserver, tmp_path, rate_limit_per_minute=5)
     try:
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         codes = [(await api.get("/v1/instances", headers=headers)) for _ in range(7)]

@@ -25,11 +25,11 @@ from tests.support import free_port, wait_for_port
 SECRET = "schemathesis-" + "s" * 40
 
 
-def test_schemathesis_finds_nothing(ferretdb, tmp_path):
+def test_schemathesis_finds_nothing(dbserver, tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONEBOX_")}
     env.update({
-        "ONEBOX_MONGODB_URL": ferretdb.url(), "ONEBOX_DATABASE": f"fuzz_{port}", "ONEBOX_JWT_SECRET": SECRET,
+        "ONEBOX_MONGODB_URL": dbserver.url(), "ONEBOX_DATABASE": f"fuzz_{port}", "ONEBOX_JWT_SECRET": SECRET,
         "ONEBOX_DATA_DIR": str(tmp_path / "data"), "ONEBOX_LOG_LEVEL": "WARNING",
         "ONEBOX_RATE_LIMIT_PER_MINUTE": "1000000", "ONEBOX_QUOTA_MAX_INSTANCES": "100000",
         "ONEBOX_QUOTA_MAX_VCPUS": "1000000", "ONEBOX_QUOTA_MAX_SNAPSHOTS": "100000",

@@ -26,12 +26,12 @@ SECONDS = 1000  # Playwright counts milliseconds
 
 
 
-def dashboard_settings(ferretdb, tmp_path, **overrides):
+def dashboard_settings(dbserver, tmp_path, **overrides):
     """The embedded-default shape (no ONEBOX_MONGODB_URL, so dev sign-in may be on), on the test's FerretDB."""
     values = {"public_url": f"http://127.0.0.1:{free_port()}", "dev_login": True, "events_stream_poll_seconds": 0.25,
               "events_stream_max_seconds": 300, **overrides}
-    settings = make_settings(ferretdb, tmp_path / "data", **values)
-    return settings.model_copy(update={"mongodb_url": None, "embedded_db_address": ferretdb.address})
+    settings = make_settings(dbserver, tmp_path / "data", **values)
+    return settings.model_copy(update={"mongodb_url": None, "embedded_db_address": dbserver.address})
 
 
 @contextlib.asynccontextmanager
@@ -70,10 +70,10 @@ async def sign_in_with_dev_button(page, base_url: str) -> None:
     assert await page.inner_text("[data-testid=user]") == "webtester"
 
 
-async def test_create_watch_snapshot_delete_in_the_browser(ferretdb, tmp_path, ssh_keypair):
+async def test_create_watch_snapshot_delete_in_the_browser(dbserver, tmp_path, ssh_keypair):
     from playwright.async_api import expect
 
-    settings = dashboard_settings(ferretdb, tmp_path, configure="ansible", agent_interval_seconds=2,
+    settings = dashboard_settings(dbserver, tmp_path, configure="ansible", agent_interval_seconds=2,
                                   configure_timeout_seconds=120)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     async with served_app(settings) as (api, svc), browser_page(tmp_path) as (page, problems):
@@ -156,10 +156,10 @@ def _record(instance_id: str, owner: str, name: str, status: str) -> dict:
             "created_at": now, "updated_at": now, "job": None}
 
 
-async def test_pages_then_api_field_errors_show_next_to_their_fields(ferretdb, tmp_path, ssh_keypair):
+async def test_pages_then_api_field_errors_show_next_to_their_fields(dbserver, tmp_path, ssh_keypair):
     from playwright.async_api import expect
 
-    settings = dashboard_settings(ferretdb, tmp_path, dev_login=False)
+    settings = dashboard_settings(dbserver, tmp_path, dev_login=False)
     async with served_app(settings) as (api, svc), browser_page(tmp_path) as (page, problems):
         await page.goto(settings.public_url + "/")
         await page.wait_for_url(re.compile(r"#/signin$"))
@@ -212,8 +212,8 @@ async def test_pages_then_api_field_errors_show_next_to_their_fields(ferretdb, t
         assert without_expected(problems, 401, 422) == [], problems
 
 
-async def test_instances_entry_absent_when_its_flag_is_off(ferretdb, tmp_path):
-    settings = dashboard_settings(ferretdb, tmp_path, features={"instances_ui": False})
+async def test_instances_entry_absent_when_its_flag_is_off(dbserver, tmp_path):
+    settings = dashboard_settings(dbserver, tmp_path, features={"instances_ui": False})
     async with served_app(settings) as (api, svc), browser_page(tmp_path) as (page, problems):
         await page.goto(settings.public_url + "/")
         await page.click("#dev-login")
@@ -228,14 +228,14 @@ async def test_instances_entry_absent_when_its_flag_is_off(ferretdb, tmp_path):
 
 
 @pytest.mark.parametrize("gpu_metrics", [True, False])
-async def test_each_gpu_has_its_line_unless_the_flag_is_off(ferretdb, tmp_path, gpu_metrics):
+async def test_each_gpu_has_its_line_unless_the_flag_is_off(dbserver, tmp_path, gpu_metrics):
     """An instance whose agent reports two GPUs: one line per GPU, from the real metrics route."""
     import datetime as dt
 
     from app.clock import utcnow
     from app.ids import new_instance_id
 
-    settings = dashboard_settings(ferretdb, tmp_path, features={"gpu_metrics": gpu_metrics})
+    settings = dashboard_settings(dbserver, tmp_path, features={"gpu_metrics": gpu_metrics})
     async with served_app(settings) as (api, svc), browser_page(tmp_path) as (page, problems):
         instance_id = new_instance_id()
         agent_token, jti_hash = svc.tokens.mint_agent(instance_id)
@@ -272,12 +272,12 @@ async def test_each_gpu_has_its_line_unless_the_flag_is_off(ferretdb, tmp_path, 
         assert without_expected(problems) == [], problems
 
 
-async def test_the_page_falls_back_to_polling_when_the_stream_fails(ferretdb, tmp_path, ssh_keypair):
+async def test_the_page_falls_back_to_polling_when_the_stream_fails(dbserver, tmp_path, ssh_keypair):
     from playwright.async_api import expect
 
     from tests.api.helpers import instance_body
 
-    settings = dashboard_settings(ferretdb, tmp_path)  # configure=skip: the lifecycle, not Ansible, is under test
+    settings = dashboard_settings(dbserver, tmp_path)  # configure=skip: the lifecycle, not Ansible, is under test
     async with served_app(settings) as (api, svc), browser_page(tmp_path) as (page, problems):
         streams = []
 

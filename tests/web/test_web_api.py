@@ -73,7 +73,7 @@ class TestCatalog:
                                   headers=mint())
         assert accepted.status_code == 202, accepted.text
 
-    async def test_one_failing_provider_is_reported_and_the_others_answered(self, ferretdb, tmp_path, ssh_keypair):
+    async def test_one_failing_provider_is_reported_and_the_others_answered(self, dbserver, tmp_path, ssh_keypair):
         from providers.base import ProviderError
         from providers.local import LocalConfig, LocalProvider
 
@@ -81,7 +81,7 @@ class TestCatalog:
             def catalog(self):
                 raise ProviderError("AWS credentials were not found", code="auth_failed")
 
-        settings = make_settings(ferretdb, tmp_path / "data", providers=["local", "aws", "gcp"])
+        settings = make_settings(dbserver, tmp_path / "data", providers=["local", "aws", "gcp"])
         from app.services import Services
 
         svc = Services.build(settings, providers={"aws": Broken(), "local": LocalProvider(LocalConfig(root=tmp_path / "l"))})
@@ -119,20 +119,20 @@ class TestFeatures:
         assert response.json() == {"features": {"instances_ui": True, "snapshots": True, "gpu_metrics": True},
                                    "dev_login": False}
 
-    async def test_flags_come_from_settings(self, ferretdb, tmp_path, monkeypatch):
+    async def test_flags_come_from_settings(self, dbserver, tmp_path, monkeypatch):
         from app.settings import Settings
 
         monkeypatch.setenv("ONEBOX_FEATURES", '{"instances_ui": false}')
         assert Settings().feature_flags["instances_ui"] is False
-        client, svc = await app_client(make_settings(ferretdb, tmp_path, features={"instances_ui": False}))
+        client, svc = await app_client(make_settings(dbserver, tmp_path, features={"instances_ui": False}))
         async with client:
             body = (await client.get("/v1/features")).json()
         await svc.close()
         assert body["features"] == {"instances_ui": False, "snapshots": True, "gpu_metrics": True}
 
-    def test_unknown_flag_is_refused(self, ferretdb, tmp_path):
+    def test_unknown_flag_is_refused(self, dbserver, tmp_path):
         with pytest.raises(ValueError, match="unknown feature flags"):
-            make_settings(ferretdb, tmp_path, features={"instance_ui": False})
+            make_settings(dbserver, tmp_path, features={"instance_ui": False})
 
 
 class TestDevLogin:
@@ -141,17 +141,17 @@ class TestDevLogin:
         assert response.status_code == 404
         assert response.headers["content-type"].startswith("application/problem+json")
 
-    async def test_refused_on_an_external_database_even_when_asked(self, ferretdb, tmp_path):
-        client, svc = await app_client(make_settings(ferretdb, tmp_path, dev_login=True))  # mongodb_url is set
+    async def test_refused_on_an_external_database_even_when_asked(self, dbserver, tmp_path):
+        client, svc = await app_client(make_settings(dbserver, tmp_path, dev_login=True))  # mongodb_url is set
         async with client:
             assert (await client.post("/v1/dev/token")).status_code == 404
             assert (await client.get("/v1/features")).json()["dev_login"] is False
         await svc.close()
 
-    async def test_on_with_the_embedded_default(self, ferretdb, tmp_path):
-        settings = make_settings(ferretdb, tmp_path, dev_login=True)
+    async def test_on_with_the_embedded_default(self, dbserver, tmp_path):
+        settings = make_settings(dbserver, tmp_path, dev_login=True)
         # The embedded default is "no ONEBOX_MONGODB_URL"; point its address at the test's FerretDB.
-        settings = settings.model_copy(update={"mongodb_url": None, "embedded_db_address": ferretdb.address})
+        settings = settings.model_copy(update={"mongodb_url": None, "embedded_db_address": dbserver.address})
         client, svc = await app_client(settings)
         async with client:
             assert (await client.get("/v1/features")).json()["dev_login"] is True
@@ -176,12 +176,12 @@ class TestCors:
             "Origin": origin, "Access-Control-Request-Method": "POST",
             "Access-Control-Request-Headers": "authorization,content-type"})
 
-    async def test_allowed_and_denied_origins(self, ferretdb, tmp_path, monkeypatch):
+    async def test_allowed_and_denied_origins(self, dbserver, tmp_path, monkeypatch):
         from app.settings import Settings
 
         monkeypatch.setenv("ONEBOX_CORS_ORIGINS", "https://app.example.com, http://localhost:5173/")
         assert Settings().cors_origins == ["https://app.example.com", "http://localhost:5173"]
-        client, svc = await app_client(make_settings(ferretdb, tmp_path, cors_origins="https://app.example.com"))
+        client, svc = await app_client(make_settings(dbserver, tmp_path, cors_origins="https://app.example.com"))
         async with client:
             ok = await self._preflight(client, "https://app.example.com")
             assert ok.status_code == 200
@@ -199,9 +199,9 @@ class TestCors:
                                                                "Access-Control-Request-Method": "GET"})
         assert "access-control-allow-origin" not in response.headers
 
-    def test_wildcard_is_refused(self, ferretdb, tmp_path):
+    def test_wildcard_is_refused(self, dbserver, tmp_path):
         with pytest.raises(ValueError, match="cannot be allowed"):
-            make_settings(ferretdb, tmp_path, cors_origins="*")
+            make_settings(dbserver, tmp_path, cors_origins="*")
 
 
 async def test_the_dashboard_is_served_with_a_strict_csp(api):
@@ -282,8 +282,8 @@ class TestEventStream:
                                         headers={**mint(), "Last-Event-ID": ids[-1]})).text)
         assert [m["event"] for m in done] == ["status", "end"]
 
-    async def test_a_failed_instance_with_a_job_left_is_not_final(self, ferretdb, tmp_path, mint):
-        settings = make_settings(ferretdb, tmp_path, events_stream_poll_seconds=0.05,
+    async def test_a_failed_instance_with_a_job_left_is_not_final(self, dbserver, tmp_path, mint):
+        settings = make_settings(dbserver, tmp_path, events_stream_poll_seconds=0.05,
                                  events_stream_keepalive_seconds=0.1, events_stream_max_seconds=0.6)
         client, svc = await app_client(settings)
         async with client:
@@ -302,10 +302,10 @@ class TestEventStream:
             assert messages[-1]["data"] == {"status": "failed"} and messages[-1]["id"] == messages[1]["id"]
         await svc.close()
 
-    async def test_live_instance_streams_its_whole_life_until_deleted(self, ferretdb, tmp_path, ssh_keypair):
+    async def test_live_instance_streams_its_whole_life_until_deleted(self, dbserver, tmp_path, ssh_keypair):
         from tests.e2e.cloud_support import running_onebox
 
-        settings = make_settings(ferretdb, tmp_path / "data", events_stream_poll_seconds=0.1,
+        settings = make_settings(dbserver, tmp_path / "data", events_stream_poll_seconds=0.1,
                                  events_stream_max_seconds=120)
         async with running_onebox(settings) as (api, svc):
             headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}

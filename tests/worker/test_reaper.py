@@ -17,11 +17,11 @@ from tests.conftest import make_settings
 from tests.e2e.cloud_support import running_onebox
 
 
-def reaper_settings(ferretdb, tmp_path, **overrides):
+def reaper_settings(dbserver, tmp_path, **overrides):
     # No background reaper: each test runs passes itself. A 1 s interval gives each pass its own slot.
     values = dict(reaper_enabled=False, reaper_grace_seconds=60, reaper_interval_seconds=1.0)
     values.update(overrides)
-    return make_settings(ferretdb, tmp_path / "data", **values)
+    return make_settings(dbserver, tmp_path / "data", **values)
 
 
 async def reap(svc, owner="test"):
@@ -43,8 +43,8 @@ def test_ids_carry_their_creation_time():
     assert id_created_at("i-not-one-of-ours") is None
 
 
-async def test_leaked_sshd_of_a_failed_instance_is_reaped(ferretdb, tmp_path, ssh_keypair):
-    async with running_onebox(reaper_settings(ferretdb, tmp_path)) as (api, svc):
+async def test_leaked_sshd_of_a_failed_instance_is_reaped(dbserver, tmp_path, ssh_keypair):
+    async with running_onebox(reaper_settings(dbserver, tmp_path)) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         leaked = (await api.post("/v1/instances", json=instance_body(ssh_keypair.public, name="leaked"),
                                  headers=headers)).json()
@@ -69,8 +69,8 @@ async def test_leaked_sshd_of_a_failed_instance_is_reaped(ferretdb, tmp_path, ss
         assert (await reap(svc)).removed == []
 
 
-async def test_resources_without_a_record_are_reaped_only_after_the_grace_period(ferretdb, tmp_path, ssh_keypair):
-    async with running_onebox(reaper_settings(ferretdb, tmp_path)) as (api, svc):
+async def test_resources_without_a_record_are_reaped_only_after_the_grace_period(dbserver, tmp_path, ssh_keypair):
+    async with running_onebox(reaper_settings(dbserver, tmp_path)) as (api, svc):
         local = svc.providers.get("local")
 
         def unrecorded(instance_id):
@@ -94,8 +94,8 @@ async def test_resources_without_a_record_are_reaped_only_after_the_grace_period
         local.delete_instance(InstanceRef(young, "local"))
 
 
-async def test_a_running_instance_whose_vm_vanished_becomes_failed(ferretdb, tmp_path, ssh_keypair):
-    async with running_onebox(reaper_settings(ferretdb, tmp_path)) as (api, svc):
+async def test_a_running_instance_whose_vm_vanished_becomes_failed(dbserver, tmp_path, ssh_keypair):
+    async with running_onebox(reaper_settings(dbserver, tmp_path)) as (api, svc):
         headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
         gone = (await api.post("/v1/instances", json=instance_body(ssh_keypair.public, name="gone"),
                                headers=headers)).json()
@@ -119,8 +119,8 @@ async def test_a_running_instance_whose_vm_vanished_becomes_failed(ferretdb, tmp
         assert (await reap(svc)).lost == []
 
 
-async def test_a_users_delete_filed_first_wins_over_the_reaper(ferretdb, tmp_path, ssh_keypair):
-    settings = reaper_settings(ferretdb, tmp_path)
+async def test_a_users_delete_filed_first_wins_over_the_reaper(dbserver, tmp_path, ssh_keypair):
+    settings = reaper_settings(dbserver, tmp_path)
     async with running_onebox(settings, worker=False) as (api, svc):
         from app.worker.runner import Worker
 
@@ -135,16 +135,16 @@ async def test_a_users_delete_filed_first_wins_over_the_reaper(ferretdb, tmp_pat
         assert (await api.get(f"/v1/instances/{inst['id']}", headers=headers)).json()["status"] == "deleted"
 
 
-async def test_one_reaper_at_a_time_across_processes(ferretdb, tmp_path):
-    async with running_onebox(reaper_settings(ferretdb, tmp_path, reaper_interval_seconds=30), worker=False) \
+async def test_one_reaper_at_a_time_across_processes(dbserver, tmp_path):
+    async with running_onebox(reaper_settings(dbserver, tmp_path, reaper_interval_seconds=30), worker=False) \
             as (api, svc):
         results = await asyncio.gather(*(Reaper(svc, f"process-{n}").run_once() for n in range(4)))
         assert sum(r is not None for r in results) == 1
         assert await Reaper(svc, "late").run_once() is None, "the interval's pass already ran"
 
 
-async def test_a_pass_still_running_keeps_the_next_slot_waiting(ferretdb, tmp_path):
-    async with running_onebox(reaper_settings(ferretdb, tmp_path, reaper_interval_seconds=1.0), worker=False) \
+async def test_a_pass_still_running_keeps_the_next_slot_waiting(dbserver, tmp_path):
+    async with running_onebox(reaper_settings(dbserver, tmp_path, reaper_interval_seconds=1.0), worker=False) \
             as (api, svc):
         slot = int(time.time())
         # Another process's pass, started in the previous slot and not finished.
