@@ -21,7 +21,7 @@ from app.ids import new_instance_id
 from app.instances.models import InstanceCreate
 from app.lifecycle.delete_requests import new_delete_request
 from app.lifecycle.specs import DEFAULT_DISK_GB
-from app.lifecycle.states import InstanceStatus
+from app.lifecycle.states import InstanceStatus, recorded
 from app.pagination import page
 from app.problems import Problem, field_problem, not_found
 from app.services import Services
@@ -144,6 +144,7 @@ class InstanceService:
             "cloud_id": None,
             "created_at": now,
             "updated_at": now,
+            "transitions": [recorded(None, S.PENDING, now)],
             "job": new_job("provision", now),
         }
         await quotas.acquire(self.db, self.services.settings, principal.subject, instance_id,

@@ -21,7 +21,7 @@ from typing import Any
 
 from app.clock import utcnow
 from app.lifecycle.engine import JobBase, JobContext, NotYet
-from app.lifecycle.states import INSTANCE_TRANSITIONS, SNAPSHOT_TRANSITIONS, check_transition
+from app.lifecycle.states import INSTANCE_TRANSITIONS, SNAPSHOT_TRANSITIONS, check_transition, recorded
 from app.worker.jobs import new_job
 
 TABLES = {"instances": INSTANCE_TRANSITIONS, "snapshots": SNAPSHOT_TRANSITIONS}
@@ -65,7 +65,8 @@ class DispatchDeleteJob(JobBase):
         now = utcnow()
         moved = await collection.update_one(
             {"_id": target["_id"], "status": target["status"], "job": None},
-            {"$set": {"status": "deleting", "updated_at": now, "job": new_job("delete", now)}},
+            {"$set": {"status": "deleting", "updated_at": now, "job": new_job("delete", now)},
+             "$push": {"transitions": recorded(target["status"], "deleting", now)}},
         )
         if moved.matched_count:
             kind = "instance" if name == "instances" else f"snapshot {target['_id']}"
@@ -77,10 +78,12 @@ class DispatchDeleteJob(JobBase):
         if target["status"] != "running":
             return  # it moved on (deleted, say): nothing is lost any more
         check_transition("running", "failed", INSTANCE_TRANSITIONS)
+        now = utcnow()
         moved = await collection.update_one(
             {"_id": target["_id"], "status": "running", "job": None},
-            {"$set": {"status": "failed", "updated_at": utcnow(), "error": LOST_ERROR,
-                      "public_ip": None, "private_ip": None, "agent_jti_hash": None}},
+            {"$set": {"status": "failed", "updated_at": now, "error": LOST_ERROR,
+                      "public_ip": None, "private_ip": None, "agent_jti_hash": None},
+             "$push": {"transitions": recorded("running", "failed", now)}},
         )
         if moved.matched_count:
             await ctx.event("status", f"running → failed: {LOST_ERROR['message']}", "reaper")

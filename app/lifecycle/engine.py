@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from app import quotas
 from app.clock import utcnow
 from app.db import is_database_down, retry_while_down
-from app.lifecycle.states import check_transition
+from app.lifecycle.states import check_transition, recorded
 from app.services import Services
 from app.worker.jobs import Claim, JobQueue, LeaseLost
 from providers.base import ProviderError
@@ -98,7 +98,9 @@ class JobContext:
         """Move to ``target`` through the state table; False when ``condition`` no longer holds."""
         current = self.doc["status"]
         check_transition(current, target, self.table)
-        update = {"$set": {"status": target, "updated_at": utcnow(), **(sets or {})}}
+        now = utcnow()
+        update = {"$set": {"status": target, "updated_at": now, **(sets or {})},
+                  "$push": {"transitions": recorded(current, target, now)}}
         doc = await self.claim.update_if({"status": current, **(condition or {})}, update)
         if doc is None:
             return False

@@ -94,6 +94,15 @@ def check_transition(current: str, target: str, table=None) -> None:
         raise TransitionError(current, target)
 
 
+def recorded(current: str | None, target: str, at) -> dict:
+    """One entry of a record's ``transitions``: the history every change of status appends to.
+
+    Written in the same single-document update as the status it records (guarded by the old
+    status, so a retried write cannot append it twice). Costs are derived from it
+    (``app.costs``), never from a counter a crash could skip."""
+    return {"from": None if current is None else str(current), "to": str(target), "at": at}
+
+
 def sources_of(target: str, table=None) -> list[str]:
     """The statuses from which ``target`` may be reached (for guarded updates)."""
     table = INSTANCE_TRANSITIONS if table is None else table

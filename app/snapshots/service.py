@@ -9,7 +9,7 @@ from app.auth.tokens import Principal
 from app.clock import utcnow
 from app.ids import new_snapshot_id
 from app.instances.service import InstanceService, owner_filter, request_delete
-from app.lifecycle.states import InstanceStatus, SnapshotStatus
+from app.lifecycle.states import InstanceStatus, SnapshotStatus, recorded
 from app.pagination import page
 from app.problems import Problem, not_found
 from app.services import Services
@@ -60,6 +60,7 @@ class SnapshotService:
             "error": None,
             "created_at": now,
             "updated_at": now,
+            "transitions": [recorded(None, S.CREATING, now)],
             "job": new_job("create", now),
         }
         await quotas.acquire(self.db, self.services.settings, instance["owner"], doc["_id"], {"max_snapshots": 1})

@@ -57,6 +57,11 @@ async def test_create_ssh_snapshot_restore_delete(api, worker, mint, ssh_keypair
         assert done["status"] == "deleted"
         assert local._marked_pids(inst["id"]) == [], "no process of a deleted instance is left"
         assert not (local.instances_dir / inst["id"]).exists()
+    record = await services.db.instances.find_one({"_id": first["id"]})
+    history = [(t["from"], t["to"]) for t in record["transitions"]]
+    assert history == [(None, "pending"), ("pending", "provisioning"), ("provisioning", "configuring"),
+                       ("configuring", "running"), ("running", "deleting"), ("deleting", "deleted")]
+    assert [t["at"] for t in record["transitions"]] == sorted(t["at"] for t in record["transitions"])
     gone = await api.delete(f"/v1/instances/{first['id']}", headers=alice)
     assert gone.status_code == 409 and gone.json()["current_status"] == "deleted"
 
@@ -76,6 +81,8 @@ async def test_delete_while_provisioning_cancels_and_cleans_up(dbserver, tmp_pat
         done = await wait_status(api, f"/v1/instances/{inst['id']}", headers, {"deleted"})
         assert done["error"]["code"] == "cancelled"
         assert local_of(svc).list_managed() == []
+        record = await svc.db.instances.find_one({"_id": inst["id"]})
+        assert [t["to"] for t in record["transitions"]] == ["pending", "provisioning", "failed", "deleting", "deleted"]
 
 
 @pytest.mark.parametrize("step", ["create", "wait_running", "configure"])
