@@ -127,6 +127,10 @@ class JobBase:
     steps: tuple[str, ...] = ()
     retry_forever = False
     announce_steps = True
+    # What the events say while ``cleanup`` runs after a failure (a stop or start does not remove
+    # anything: its cleanup finds out what state the VM was left in).
+    cleanup_started = "removing everything this instance may own"
+    cleanup_succeeded = "cleanup done; nothing is left in the cloud"
 
     async def cancel_requested(self, ctx: JobContext) -> bool:
         return False
@@ -238,7 +242,7 @@ async def _run_step_through_outages(ctx: JobContext, definition: JobDefinition, 
 
 
 async def _cleanup(ctx: JobContext, definition: JobDefinition, failure: dict[str, Any], settings) -> None:
-    await ctx.event("cleanup.started", "removing everything this instance may own", "cleanup")
+    await ctx.event("cleanup.started", getattr(definition, "cleanup_started", JobBase.cleanup_started), "cleanup")
     try:
         kill_if_drilled(settings, "cleanup")
         await definition.cleanup(ctx)
@@ -254,5 +258,5 @@ async def _cleanup(ctx: JobContext, definition: JobDefinition, failure: dict[str
         await _retry_later(ctx, attempts, delay)
         await ctx.event("cleanup.retrying", f"cleanup failed: {message}; retrying in {delay:.0f}s", "cleanup")
         return
-    await ctx.event("cleanup.succeeded", "cleanup done; nothing is left in the cloud", "cleanup")
+    await ctx.event("cleanup.succeeded", getattr(definition, "cleanup_succeeded", JobBase.cleanup_succeeded), "cleanup")
     await definition.fail(ctx, failure)

@@ -21,13 +21,16 @@ from typing import Any
 
 from app.auth.tokens import AgentPrincipal
 from app.clock import as_utc, utcnow
+from app.lifecycle.states import VM_UP_STATUSES
 from app.metrics.models import AgentMetrics
 from app.metrics.writer import BatchWriteFailed
 from app.problems import Problem
 from app.services import Services
 
 STALE_AFTER_INTERVALS = 3
-LIVE_FOR_AGENTS = frozenset({"configuring", "running"})
+# The VM is up, so its agent may report (starting and rebooting: it comes back before the status says
+# running; stopping: until the VM is down). Stopped, failed, deleted and the rest: refused.
+LIVE_FOR_AGENTS = frozenset(str(s) for s in VM_UP_STATUSES)
 
 
 def _revoked() -> Problem:
