@@ -1058,6 +1058,16 @@ class AzureProvider:
             if self.config.polling_interval:
                 time.sleep(min(self.config.polling_interval, 5.0))
 
+    # Transitional: the contract's power verbs reach this provider in the next commits of this branch.
+    def stop_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        raise ProviderError("Stopping an instance is not available on Azure yet", code="not_supported")
+
+    def start_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        raise ProviderError("Starting an instance is not available on Azure yet", code="not_supported")
+
+    def reboot_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        raise ProviderError("Rebooting an instance is not available on Azure yet", code="not_supported")
+
     # ------------------------------------------------------------ snapshots
     def _snapshot_location(self, ref: SnapshotRef) -> tuple[str, str]:
         if ref.cloud_id:

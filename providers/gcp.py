@@ -942,6 +942,16 @@ class GcpProvider:
                 deadline,
             )
 
+    # Transitional: the contract's power verbs reach this provider in the next commits of this branch.
+    def stop_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        raise ProviderError("Stopping an instance is not available on GCP yet", code="not_supported")
+
+    def start_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        raise ProviderError("Starting an instance is not available on GCP yet", code="not_supported")
+
+    def reboot_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        raise ProviderError("Rebooting an instance is not available on GCP yet", code="not_supported")
+
     # ------------------------------------------------------------------ snapshots
     def _snapshot_info(self, snapshot_id: str, region: str, snap: Any) -> SnapshotInfo:
         state = _SNAPSHOT_STATUS_MAP.get(snap.status, SnapshotState.CREATING)

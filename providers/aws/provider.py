@@ -399,6 +399,16 @@ class AwsProvider:
                                     code="timeout")
             self._sleep()
 
+    # Transitional: the contract's power verbs reach this provider in the next commits of this branch.
+    def stop_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        raise ProviderError("Stopping an instance is not available on AWS yet", code="not_supported")
+
+    def start_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        raise ProviderError("Starting an instance is not available on AWS yet", code="not_supported")
+
+    def reboot_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        raise ProviderError("Rebooting an instance is not available on AWS yet", code="not_supported")
+
     # -- snapshots -----------------------------------------------------------
 
     @translated("snapshot the instance")
