@@ -71,7 +71,10 @@ class PowerJob(JobBase):
         return sets
 
     async def succeed(self, ctx: JobContext) -> bool:
-        return await ctx.transition(self.goal, {"job": None, "error": None})
+        moved = await ctx.transition(self.goal, {"job": None, "error": None})
+        # Agents' posts are refused from now on (other processes' caches: within agent_auth_cache_seconds).
+        ctx.services.agent_auth_cache.forget(ctx.doc["_id"])
+        return moved
 
     async def cleanup(self, ctx: JobContext) -> None:
         """Ask the cloud where the VM is now; a VM on its way somewhere is asked again (the engine
