@@ -6,7 +6,9 @@ import uuid
 
 import pytest
 
-from providers.azure import AzureConfig, AzureProvider, map_code, map_error, resource_names, snapshot_name
+from providers.azure import AzureConfig, AzureProvider
+from providers.azure.errors import map_code, map_error
+from providers.azure.mapping import resource_names, snapshot_name
 from providers.base import (
     INSTANCE_ID_TAG,
     MANAGED_BY_TAG,
@@ -485,16 +487,16 @@ def test_labels_become_tags_without_overriding_ours(fake, provider, make_spec):
 def test_error_codes_and_message_from_nested_arm_errors():
     from types import SimpleNamespace as NS
 
-    from providers.azure import _error_codes
+    from providers.azure.errors import error_codes
 
     ref = NS(error=NS(code="InvalidResourceReference", message="Resource S referenced by resource N was not found.",
                       details=[NS(code="NotFound", message="Resource S not found.", details=None)]))
-    codes, message = _error_codes(ref)
+    codes, message = error_codes(ref)
     assert codes == ["InvalidResourceReference", "NotFound"] and message.startswith("Resource S referenced")
     assert type(map_code(codes[0], message, status=400, codes=codes)) is InvalidRequest
     wrapped = NS(error=NS(code="DeploymentFailed", message="At least one resource deployment operation failed.",
                           details=[NS(code="AllocationFailed", message="No capacity.", details=None)]))
-    codes, message = _error_codes(wrapped)
+    codes, message = error_codes(wrapped)
     assert message == "No capacity."
     assert type(map_code(codes[0], message, codes=codes)) is CapacityError
 
