@@ -224,15 +224,17 @@ class AzureProvider:
         except AzureError as exc:
             raise map_error(exc, action) from exc
 
-    def _wait(self, poller: Any, action: str, *, may_time_out: bool = False) -> Any:
-        """The LRO's result. Still running after wait_timeout: None if may_time_out, else a retryable error."""
+    def _wait(self, poller: Any, action: str, *, may_time_out: bool = False, timeout: float | None = None) -> Any:
+        """The LRO's result. Still running after ``timeout`` (default wait_timeout): None if may_time_out,
+        else a retryable error."""
+        timeout = self.config.wait_timeout if timeout is None else timeout
         with self._azure(action):
-            result = poller.result(timeout=self.config.wait_timeout)
+            result = poller.result(timeout=timeout)
             if not poller.done():
                 if may_time_out:
                     return None
-                raise ProviderError(f"Azure did not finish to {action} within {self.config.wait_timeout:.0f}s.",
-                                    retryable=True)
+                raise ProviderError(f"Azure did not finish to {action} within {timeout:.0f}s.",
+                                    retryable=True, code="timeout")
             return result
 
     def _maybe(self, fn: Callable[[], Any], action: str) -> Any:
@@ -765,15 +767,75 @@ class AzureProvider:
             if self.config.polling_interval:
                 time.sleep(min(self.config.polling_interval, 5.0))
 
-    # Transitional: the contract's power verbs reach this provider in the next commits of this branch.
+    # ------------------------------------------------------------ power
+    def _power(self, ref: InstanceRef, timeout: float, what: str,
+               decide: Callable[[str, bool], tuple[str | None, bool]]) -> InstanceInfo:
+        """Drive the VM with start/deallocate/restart operations until ``decide`` says it is done.
+
+        ``decide(power, acted)`` looks at the VM's power state as just read (``running``,
+        ``deallocated``, ``deallocating`` …; "" while none is reported) and answers (the operation
+        to run now or None, done?). Each operation is awaited, then the VM read again, so a call
+        repeated after a crash picks up wherever Azure is.
+        """
+        deadline = time.monotonic() + timeout
+        compute = self._compute
+        begin = {"deallocate": compute.virtual_machines.begin_deallocate,
+                 "start": compute.virtual_machines.begin_start,
+                 "restart": compute.virtual_machines.begin_restart}
+        acted = False
+        vm = self._find_vm(ref, expand="instanceView")
+        while True:
+            if vm is None or plain(vm.provisioning_state).lower() == "deleting":
+                raise NotFound(f"Instance {ref.instance_id} does not exist in Azure (any more); there is nothing "
+                               f"to {what}.")
+            info = self._describe(vm, ref.instance_id)
+            creating = plain(vm.provisioning_state).lower() == "creating"
+            operation, done = (None, False) if creating else decide(info.extra.get("power_state", ""), acted)
+            if done:
+                return info
+            rg = parse_id(vm.id)[0]
+            if operation is not None:
+                action = f"{what} the virtual machine"
+                with self._azure(action):
+                    poller = begin[operation](rg, vm.name)
+                self._wait(poller, action, timeout=max(0.0, deadline - time.monotonic()))
+                log.info("azure: %s of VM %s (%s) done", operation, vm.name, ref.instance_id)
+                acted = True
+            elif time.monotonic() >= deadline:
+                raise ProviderError(f"Instance {ref.instance_id} is still {info.state.value} after {timeout:.0f}s; "
+                                    "onebox will check again.", retryable=True, code="timeout")
+            else:
+                time.sleep(min(max(self.config.polling_interval, 0.05), max(0.0, deadline - time.monotonic())))
+            vm = self._get_vm(vm.name, rg, "instanceView")
+
     def stop_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
-        raise ProviderError("Stopping an instance is not available on Azure yet", code="not_supported")
+        """Deallocate: the compute is released and billed no more (a power-off would still be billed)."""
+        def decide(power: str, acted: bool) -> tuple[str | None, bool]:
+            if power == "deallocated":
+                return None, True
+            return ("deallocate" if power in ("running", "stopped", "starting") else None), False
+
+        return self._power(ref, timeout, "stop", decide)
 
     def start_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
-        raise ProviderError("Starting an instance is not available on Azure yet", code="not_supported")
+        def decide(power: str, acted: bool) -> tuple[str | None, bool]:
+            if power == "running":
+                return None, True
+            return ("start" if power in ("deallocated", "stopped") else None), False
+
+        return self._running_with_address(ref, timeout, self._power(ref, timeout, "start", decide))
 
     def reboot_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
-        raise ProviderError("Rebooting an instance is not available on Azure yet", code="not_supported")
+        def decide(power: str, acted: bool) -> tuple[str | None, bool]:
+            if power == "running":
+                return (None, True) if acted else ("restart", False)
+            return ("start" if power in ("deallocated", "stopped") else None), False  # a start boots it too
+
+        return self._running_with_address(ref, timeout, self._power(ref, timeout, "reboot", decide))
+
+    def _running_with_address(self, ref: InstanceRef, timeout: float, info: InstanceInfo) -> InstanceInfo:
+        """``info``, or once its public IP is known: a Dynamic one gets its new address as the VM starts."""
+        return info if info.public_ip else self.wait_running(ref, timeout)
 
     # ------------------------------------------------------------ snapshots
     def _snapshot_location(self, ref: SnapshotRef) -> tuple[str, str]:

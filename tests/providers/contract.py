@@ -65,7 +65,9 @@ class PowerContract:
         assert stopped.cloud_id == running.cloud_id
         assert provider.get_instance(ref).state == InstanceState.STOPPED
         listed = [r for r in provider.list_managed() if r.kind == "instance" and r.instance_id == spec.instance_id]
-        assert [r.state for r in listed] == ["stopped"], "a stopped instance is still listed (it holds disks)"
+        # still listed (it holds disks); the listing's state is the cloud's word where it has one for it
+        # (Azure lists provisioning states, not power states)
+        assert len(listed) == 1 and listed[0].state not in ("terminated", "deleted", "running"), listed
         assert disk_identity(ref) == disk, "the disk is kept while stopped"
 
         started = provider.start_instance(ref, self.wait_timeout)
@@ -93,7 +95,7 @@ class PowerContract:
         assert second.cloud_id == running.cloud_id
         assert second.public_ip == first.public_ip, "starting a running instance changes nothing"
         mine = [r for r in provider.list_managed() if r.kind == "instance" and r.instance_id == spec.instance_id]
-        assert [r.state for r in mine] == ["running"], mine
+        assert len(mine) == 1 and mine[0].state not in ("terminated", "deleted", "stopped"), mine
         provider.delete_instance(ref)
 
     def test_delete_a_stopped_instance(self, provider, make_spec):
@@ -128,7 +130,7 @@ class PowerContract:
                 verb(spec.ref, self.wait_timeout)
 
 
-class ProviderContract:
+class ProviderContract(PowerContract):
     """Inherit this in tests/providers/test_<cloud>.py."""
 
     wait_timeout = 60.0

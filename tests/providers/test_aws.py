@@ -27,7 +27,7 @@ from botocore.exceptions import (
 
 from providers.aws import AwsConfig, AwsProvider
 from providers.aws.errors import map_botocore_error, map_client_error, translate
-from providers.aws.ec2 import IMAGE_FILTERS, client_token, cloud_config, image_name
+from providers.aws.mapping import IMAGE_FILTERS, client_token, cloud_config, image_name
 from providers.base import (
     IMAGE_ALIASES,
     CapacityError,
@@ -50,7 +50,7 @@ from tests.providers.aws_fixtures import (  # noqa: F401  (fixtures)
     new_spec,
     tags_of,
 )
-from tests.providers.contract import PowerContract, ProviderContract
+from tests.providers.contract import ProviderContract
 
 WAIT = 10.0
 
@@ -82,7 +82,7 @@ def disk_identity(ec2):
     return identity
 
 
-class TestAwsContract(ProviderContract, PowerContract):
+class TestAwsContract(ProviderContract):
     wait_timeout = WAIT
     public_ip_kept_on_stop = False  # no Elastic IP: EC2 gives the instance a new public IP on every start
 

@@ -24,7 +24,7 @@ from providers.base import (
 from providers.gcp import GcpConfig, GcpProvider
 from providers.gcp.mapping import gce_name, label_value
 from tests.fakes.gce import GceFake
-from tests.providers.contract import PowerContract, ProviderContract
+from tests.providers.contract import ProviderContract
 
 from tests.fakes.fixtures import GCE_PROJECT as PROJECT, gce, gce_server  # noqa: E402,F401  (fixtures)
 ZONES = ("us-central1-a", "us-central1-b", "europe-west1-b")
@@ -94,7 +94,7 @@ def disk_identity(gce):
     return identity
 
 
-class TestGcpContract(ProviderContract, PowerContract):
+class TestGcpContract(ProviderContract):
     wait_timeout = 10.0
     public_ip_kept_on_stop = False  # an ephemeral external IP is released on stop, a new one given on start
 

@@ -15,7 +15,7 @@ from providers.base import InstanceSpec, InstanceState
 from providers.local import LocalConfig, LocalProvider
 from providers.local.processes import process_running
 from tests.conftest import _remove_local_instances
-from tests.providers.contract import PowerContract, ProviderContract
+from tests.providers.contract import ProviderContract
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def disk_identity(provider):
     return identity
 
 
-class TestLocalContract(ProviderContract, PowerContract):
+class TestLocalContract(ProviderContract):
     wait_timeout = 20.0
     public_ip_kept_on_stop = True  # the instance keeps its loopback address and port
 
