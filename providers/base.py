@@ -262,7 +262,8 @@ class Provider(Protocol):
     def list_managed(self) -> list[ManagedResource]:
         """Every resource tagged managed-by=onebox, in every configured region.
 
-        Stopped instances are listed too (state ``stopped``): they still hold disks.
+        Stopped instances are listed too: they still hold disks (``state`` is the cloud's
+        word where its listing has one: Azure lists provisioning states, not power states).
         """
         ...
 
