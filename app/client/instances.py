@@ -28,14 +28,16 @@ from app.client.options import JsonOption, WaitOption, server_time
 from app.client.output import (
     Output, address, ago, event_line, local_time, status_text,
 )
-from app.client.resolve import resolve_instance, resolve_instances, resolve_snapshot
+from app.client.resolve import complete_instance_names, resolve_instance, resolve_instances, resolve_snapshot
 
 app = typer.Typer()
 
 SSH_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 DEFAULT_KEYS = ("id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub")
-Ref = Annotated[str, typer.Argument(metavar="ID|NAME", help="An instance's id or name.")]
-Refs = Annotated[list[str], typer.Argument(metavar="ID|NAME...", help="Instance ids or names.")]
+Ref = Annotated[str, typer.Argument(metavar="ID|NAME", help="An instance's id or name.",
+                                    autocompletion=complete_instance_names)]
+Refs = Annotated[list[str], typer.Argument(metavar="ID|NAME...", help="Instance ids or names.",
+                                           autocompletion=complete_instance_names)]
 
 
 # --- create ---------------------------------------------------------------------------------------
@@ -131,6 +133,23 @@ def pick_placement(api: ApiClient, provider: str | None, region: str | None, mac
     return provider, region, machine_type
 
 
+def instance_body(name: str, *, provider: str, region: str, machine_type: str, ssh_user: str, ssh_public_key: str,
+                  zone: str | None = None, image: str | None = None, snapshot_id: str | None = None,
+                  disk: int | None = None, bootstrap_script: str | None = None, labels: list[str] = (),
+                  ttl: str | None = None, idle: str | None = None) -> dict[str, Any]:
+    """The ``POST /v1/instances`` body for ``create``'s options (pure). Unset options are left out:
+    ``ttl_seconds``/``idle_minutes`` are sent only when asked for, so a server without them refuses
+    them by name rather than a client sending them by default."""
+    body: dict[str, Any] = {
+        "name": name, "provider": provider, "region": region, "zone": zone, "machine_type": machine_type,
+        "image": image, "snapshot_id": snapshot_id, "disk_gb": disk, "ssh_user": ssh_user,
+        "ssh_public_key": ssh_public_key, "bootstrap_script": bootstrap_script,
+        "labels": parse_labels(list(labels)) or None,
+        "ttl_seconds": _duration_seconds(ttl, "--ttl"), "idle_minutes": _minutes(idle, "--idle"),
+    }
+    return {k: v for k, v in body.items() if v is not None}
+
+
 @app.command(rich_help_panel="Instances")
 def create(
     name: Annotated[str, typer.Argument(help="Lowercase letters, digits and '-', starting with a letter.")],
@@ -155,22 +174,15 @@ def create(
     out = Output(json_)
     if image and snapshot:
         raise typer.BadParameter("give --image or --snapshot, not both", param_hint="--snapshot")
-    labels = parse_labels(label or [])
-    ttl_seconds = _duration_seconds(ttl, "--ttl")
-    idle_minutes = _minutes(idle, "--idle")
-    public_key = read_public_key(ssh_key)
-    script = read_text_file(bootstrap, "--bootstrap") if bootstrap else None
+    options = dict(zone=zone, image=image, disk=disk, ssh_user=ssh_user or default_ssh_user(),
+                   ssh_public_key=read_public_key(ssh_key), labels=label or [], ttl=ttl, idle=idle,
+                   bootstrap_script=read_text_file(bootstrap, "--bootstrap") if bootstrap else None)
+    instance_body(name, provider="?", region="?", machine_type="?", **options)  # bad options: before any call
     with connect() as api:
         provider, region, machine_type = pick_placement(api, provider, region, machine_type)
-        body: dict[str, Any] = {
-            "name": name, "provider": provider, "region": region, "zone": zone, "machine_type": machine_type,
-            "image": image, "snapshot_id": resolve_snapshot(api, snapshot)["id"] if snapshot else None,
-            "disk_gb": disk, "ssh_user": ssh_user or default_ssh_user(), "ssh_public_key": public_key,
-            "bootstrap_script": script, "labels": labels or None,
-            # sent only when asked for, so a server without TTLs refuses them by name instead of silently
-            "ttl_seconds": ttl_seconds, "idle_minutes": idle_minutes,
-        }
-        body = {k: v for k, v in body.items() if v is not None}
+        snapshot_id = resolve_snapshot(api, snapshot)["id"] if snapshot else None
+        body = instance_body(name, provider=provider, region=region, machine_type=machine_type,
+                             snapshot_id=snapshot_id, **options)
         key = idempotency_key or str(uuid.uuid4())
         instance = api.post("/v1/instances", body, headers={"Idempotency-Key": key})
         label_ = f"{instance['name']} ({instance['id']})"

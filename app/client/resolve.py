@@ -13,6 +13,9 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
+import httpx
+
+from app.client.config import load
 from app.client.errors import CliError, ExitCode
 from app.client.http import ApiClient
 from app.client.output import local_time
@@ -29,6 +32,20 @@ def pick(items: Iterable[dict[str, Any]], name: str, kind: str) -> dict[str, Any
                  for m in sorted(matches, key=lambda m: m["id"])]
         raise CliError(f"{len(matches)} {kind}s are named '{name}'; give an id instead:", ExitCode.USAGE, lines)
     return matches[0] if matches else None
+
+
+def complete_instance_names(incomplete: str) -> list[str]:
+    """Shell completion of an instance argument: your instances' names (first page), or nothing when
+    the server cannot say within a moment — completion never prints an error or makes the shell wait."""
+    try:
+        config = load()
+        if not config.url or not config.token:
+            return []
+        with ApiClient(config.url, config.token, timeout=2.0) as api:
+            items = api.request("GET", "/v1/instances", params={"limit": 100}, retry=False).json()["items"]
+    except (CliError, httpx.HTTPError, ValueError, KeyError, TypeError):
+        return []
+    return sorted({i["name"] for i in items if i.get("name", "").startswith(incomplete)})
 
 
 def resolve_instance(api: ApiClient, ref: str, *, include_deleted: bool = False) -> dict[str, Any]:

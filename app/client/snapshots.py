@@ -16,7 +16,7 @@ from app.client.errors import CliError, ExitCode
 from app.client.http import ApiClient, connect
 from app.client.options import JsonOption, WaitOption
 from app.client.output import Output, ago, status_text
-from app.client.resolve import resolve_instance
+from app.client.resolve import complete_instance_names, resolve_instance
 
 app = typer.Typer()
 POLL_SECONDS = 1.0
@@ -41,7 +41,8 @@ def wait_snapshot(api: ApiClient, out: Output, snapshot: dict[str, Any]) -> dict
 
 @app.command(rich_help_panel="Snapshots")
 def snapshot(
-    ref: Annotated[str, typer.Argument(metavar="ID|NAME", help="The running instance to snapshot.")],
+    ref: Annotated[str, typer.Argument(metavar="ID|NAME", help="The running instance to snapshot.",
+                                       autocompletion=complete_instance_names)],
     name: Annotated[str, typer.Argument(help="The snapshot's name.")],
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait until it is available; exit 3 if it fails.")] = False,
     json_: JsonOption = False,

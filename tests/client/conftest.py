@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -166,3 +167,29 @@ def cli(tmp_path) -> Cli:
     home = tmp_path / "home"
     home.mkdir()
     return Cli(home)
+
+
+class Reader:
+    """Reads a process's output lines as they come (a thread per stream)."""
+
+    def __init__(self, stream) -> None:
+        self.lines: list[str] = []
+        self.arrived: queue.Queue[str] = queue.Queue()
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line)
+            self.arrived.put(line)
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        while True:
+            line = self.arrived.get(timeout=timeout)
+            if text in line:
+                return line
+
+    @property
+    def text(self) -> str:
+        self.thread.join(30)
+        return "".join(self.lines)

@@ -8,11 +8,12 @@ failed instance and completion run the installed command. Exit codes: 0 ok, 1 th
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
 import pytest
-from tests.client.conftest import ONEBOX, Cli, LiveServer, live_settings
+from tests.client.conftest import ONEBOX, Cli, LiveServer, Reader, live_settings
 from tests.support import free_port
 
 pytestmark = pytest.mark.slow
@@ -135,3 +136,31 @@ def test_shell_completion(cli, shell, env):
     assert script.returncode == 0 and "_ONEBOX_COMPLETE" in script.stdout
     words = subprocess.run([str(ONEBOX)], env={**cli.env, **env}, capture_output=True, text=True, timeout=60)
     assert "snapshot" in words.stdout and "snapshots" in words.stdout and "create" not in words.stdout
+
+
+def test_instance_names_complete(bob, ssh_keypair):
+    created = invoke(bob, "create", "tab-box", "--ssh-user", "bob", "--ssh-key", str(ssh_keypair.private_path))
+    assert created.exit_code == 0, created.stderr
+    env = {**bob.env, "_ONEBOX_COMPLETE": "complete_bash", "COMP_WORDS": "onebox ssh ta", "COMP_CWORD": "2"}
+    words = subprocess.run([str(ONEBOX)], env=env, capture_output=True, text=True, timeout=60)
+    assert words.stdout.split() == ["tab-box"], words
+    unreachable = {**env, "ONEBOX_URL": f"http://127.0.0.1:{free_port()}"}
+    quiet = subprocess.run([str(ONEBOX)], env=unreachable, capture_output=True, text=True, timeout=60)
+    assert (quiet.returncode, quiet.stdout.strip(), quiet.stderr) == (0, "", ""), "no server: no words, no error"
+
+
+def test_ctrl_c_stops_watching_not_the_instance(live_server, bob, ssh_keypair):
+    live_server.stop_worker()  # nothing moves: the command is surely still waiting when interrupted
+    try:
+        waiting = bob.popen("create", "patient", "--ssh-user", "bob", "--ssh-key", str(ssh_keypair.private_path),
+                            "--wait")
+        stderr = Reader(waiting.stderr)
+        stderr.wait_for("queued local instance")
+        waiting.send_signal(signal.SIGINT)
+        code = waiting.wait(timeout=60)
+    finally:
+        live_server.start_worker()
+    assert code == 130, stderr.text
+    assert "error: stopped watching patient; it carries on: `onebox show patient`" in stderr.text
+    assert "Traceback" not in stderr.text
+    assert json.loads(invoke(bob, "show", "patient", "--json").stdout)["status"] != "deleted"

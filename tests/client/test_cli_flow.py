@@ -6,12 +6,12 @@ checked for the token (``Cli.run``)."""
 from __future__ import annotations
 
 import json
-import queue
 import stat
-import threading
 import tomllib
 
 import pytest
+
+from tests.client.conftest import Reader
 
 pytestmark = pytest.mark.slow
 
@@ -19,32 +19,6 @@ pytestmark = pytest.mark.slow
 def ssh_options(ssh_keypair) -> list[str]:
     return ["-i", str(ssh_keypair.private_path), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
             "-o", f"UserKnownHostsFile={ssh_keypair.known_hosts}", "-o", "LogLevel=ERROR"]
-
-
-class Reader:
-    """Reads a process's output lines as they come (a thread per stream)."""
-
-    def __init__(self, stream) -> None:
-        self.lines: list[str] = []
-        self.arrived: queue.Queue[str] = queue.Queue()
-        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self.thread.start()
-
-    def _read(self, stream) -> None:
-        for line in stream:
-            self.lines.append(line)
-            self.arrived.put(line)
-
-    def wait_for(self, text: str, timeout: float = 60) -> str:
-        while True:
-            line = self.arrived.get(timeout=timeout)
-            if text in line:
-                return line
-
-    @property
-    def text(self) -> str:
-        self.thread.join(30)
-        return "".join(self.lines)
 
 
 def test_the_whole_flow_through_the_installed_command(live_server, cli, ssh_keypair):

@@ -192,3 +192,21 @@ def test_until_end_waits_for_the_servers_end():
     assert f._handle("end", {"status": "deleted"})
     with pytest.raises(InstanceFailed):
         follower(until={"deleted"}, fail_on=set(), until_end=True)._handle("end", {"status": "failed"})
+
+
+def test_create_options_become_the_request_body():
+    import typer
+
+    from app.client.instances import instance_body
+
+    body = instance_body("box", provider="aws", region="us-east-1", machine_type="t3.micro", ssh_user="al",
+                         ssh_public_key="ssh-ed25519 AAAA k", labels=["team=ml", "env="], ttl="8h", idle="30m",
+                         disk=50)
+    assert body == {"name": "box", "provider": "aws", "region": "us-east-1", "machine_type": "t3.micro",
+                    "disk_gb": 50, "ssh_user": "al", "ssh_public_key": "ssh-ed25519 AAAA k",
+                    "labels": {"team": "ml", "env": ""}, "ttl_seconds": 28800, "idle_minutes": 30}
+    assert "ttl_seconds" not in instance_body("box", provider="local", region="local", machine_type="local",
+                                              ssh_user="al", ssh_public_key="k")
+    for bad in ({"labels": ["novalue"]}, {"ttl": "8 hours"}, {"idle": "90s"}):
+        with pytest.raises(typer.BadParameter):
+            instance_body("box", provider="p", region="r", machine_type="t", ssh_user="al", ssh_public_key="k", **bad)
