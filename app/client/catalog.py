@@ -53,4 +53,5 @@ def catalog(
                 gpus = f"{machine['gpu_count']}× {machine.get('gpu_type') or 'GPU'}" if machine.get("gpu_count") else ""
                 rows.append([region["name"], zones, machine["name"], machine.get("vcpus"),
                              f"{machine.get('memory_gb', 0):g} GB", gpus, _price(machine.get("hourly_usd"))])
-        out.table(["REGION", "ZONES", "TYPE", "VCPUS", "MEMORY", "GPUS", "$/HOUR"], rows, empty="no machine types")
+        out.table(["REGION", "ZONES", "TYPE", "VCPUS", "MEMORY", "GPUS", "$/HOUR"], rows, empty="no machine types",
+                  optional=("ZONES", "GPUS", "$/HOUR"))

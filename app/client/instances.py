@@ -239,7 +239,8 @@ def list_instances(
     rows = [[i["name"], i["id"], status_text(i["status"]), *([i.get("owner")] if owners else []), i["provider"],
              i.get("zone") or i["region"], i["machine_type"], address(i), _health(i), ago(i.get("created_at"))]
             for i in items]
-    out.table(columns, rows, empty="no instances (create one: onebox create NAME)")
+    out.table(columns, rows, empty="no instances (create one: onebox create NAME)",
+              optional=("HEALTH", "TYPE", "REGION", "CREATED", "PROVIDER", "OWNER"))
 
 
 SHOWN = ("name", "id", "status", "error", "owner", "provider", "region", "zone", "machine_type", "image",

@@ -56,16 +56,27 @@ class Output:
         sys.stdout.write(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n")
         sys.stdout.flush()
 
-    def table(self, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, empty: str = "nothing to show") -> None:
-        rows = list(rows)
-        if not rows:
+    def table(self, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, empty: str = "nothing to show",
+              optional: Sequence[str] = ()) -> None:
+        """A plain table. On a narrow terminal the ``optional`` columns are left out, in that order,
+        until the rest fits: an id or an address is never cut."""
+        cells = [[cell if isinstance(cell, Text) else Text("" if cell is None else str(cell)) for cell in row]
+                 for row in rows]
+        if not cells:
             self.err.print(Text(empty, style="dim"))
             return
+        keep = list(range(len(columns)))
+        widths = [max([len(columns[i]), *(c[i].cell_len for c in cells)]) for i in range(len(columns))]
+        for name in optional:
+            if sum(widths[i] for i in keep) + 2 * (len(keep) - 1) <= self.out.width:
+                break
+            if name in columns:
+                keep.remove(columns.index(name))
         table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-        for column in columns:
-            table.add_column(column, no_wrap=True, overflow="ellipsis" if column in ("MESSAGE", "IMAGE") else "fold")
-        for row in rows:
-            table.add_row(*[cell if isinstance(cell, Text) else Text("" if cell is None else str(cell)) for cell in row])
+        for i in keep:
+            table.add_column(columns[i], no_wrap=True, overflow="ellipsis")
+        for row in cells:
+            table.add_row(*[row[i] for i in keep])
         self.out.print(table)
 
     def fields(self, pairs: Iterable[tuple[str, Any]]) -> None:
@@ -134,7 +145,8 @@ def event_line(event: dict[str, Any]) -> Text:
     """``12:03:04  configure  step.succeeded  message`` with the type coloured."""
     kind = event.get("type") or ""
     style = "red" if "failed" in kind or kind == "error" else "cyan" if kind == "status" else "dim"
-    line = Text(local_time(event.get("at")) + "  ", style="dim")
+    line = Text()
+    line.append(local_time(event.get("at")) + "  ", style="dim")
     line.append(f"{event.get('step') or '':<12}  ", style="bold")
     line.append(f"{kind:<18}", style=style)
     line.append("  " + str(event.get("message") or ""))

@@ -88,4 +88,5 @@ def snapshots(
     rows = [[s["name"], s["id"], status_text(s["status"]), names.get(s["instance_id"]) or s["instance_id"],
              s["provider"], s["region"], ago(s.get("created_at"))] for s in items]
     out.table(["NAME", "ID", "STATUS", "INSTANCE", "PROVIDER", "REGION", "CREATED"], rows,
-              empty="no snapshots (take one: onebox snapshot INSTANCE NAME)")
+              empty="no snapshots (take one: onebox snapshot INSTANCE NAME)",
+              optional=("REGION", "PROVIDER", "CREATED", "INSTANCE"))

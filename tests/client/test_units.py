@@ -210,3 +210,17 @@ def test_create_options_become_the_request_body():
     for bad in ({"labels": ["novalue"]}, {"ttl": "8 hours"}, {"idle": "90s"}):
         with pytest.raises(typer.BadParameter):
             instance_body("box", provider="p", region="r", machine_type="t", ssh_user="al", ssh_public_key="k", **bad)
+
+
+def test_a_narrow_terminal_drops_optional_columns_never_the_id(monkeypatch, capsys):
+    from app.client.output import Output
+
+    row = ["box", "i-" + "x" * 26, "running", "healthy 3% cpu", "5m ago"]
+    columns = ["NAME", "ID", "STATUS", "HEALTH", "CREATED"]
+    monkeypatch.setenv("COLUMNS", "50")
+    Output().table(columns, [row], optional=("HEALTH", "CREATED"))
+    narrow = capsys.readouterr().out
+    assert row[1] in narrow and "running" in narrow and "HEALTH" not in narrow and "CREATED" not in narrow
+    monkeypatch.setenv("COLUMNS", "200")
+    Output().table(columns, [row], optional=("HEALTH", "CREATED"))
+    assert "healthy 3% cpu" in capsys.readouterr().out
