@@ -22,9 +22,9 @@ from rich.text import Text
 
 from app.client.durations import parse_duration, whole_minutes
 from app.client.errors import ApiError, CliError, ExitCode
-from app.client.follow import Follower, wait_for
+from app.client.follow import Follower, last_event_time, wait_for
 from app.client.http import ApiClient, connect
-from app.client.options import JsonOption, WaitOption, server_time
+from app.client.options import JsonOption, WaitOption
 from app.client.output import (
     Output, address, ago, event_line, local_time, status_text,
 )
@@ -373,6 +373,7 @@ def _state_change(action: str, refs: list[str], *, wait: bool, json_: bool, unti
         accepted: list[tuple[dict[str, Any], Any]] = []
         refused = 0
         for instance in instances:
+            since = last_event_time(api, instance["id"]) if wait else None  # this change's events come after
             try:
                 response = api.request("POST", f"/v1/instances/{instance['id']}/{action}")
             except ApiError as exc:
@@ -386,13 +387,13 @@ def _state_change(action: str, refs: list[str], *, wait: bool, json_: bool, unti
                 current = exc.problem.get("current_status")
                 out.error(CliError(f"cannot {action} {_label(instance)}: it is {current or 'in another state'}"))
                 continue
-            accepted.append((response.json() if response.content else instance, server_time(response)))
+            accepted.append((response.json() if response.content else instance, since))
             if not json_:
                 out.note(f"{action} {_label(instance)}: accepted")
         results = []
         for instance, since in accepted:
             if wait:
-                wait_for(api, out, instance, until=until, since=since)
+                wait_for(api, out, instance, until=until, origin=instance["status"], since=since)
                 instance = api.get(f"/v1/instances/{instance['id']}")
                 if not json_:
                     out.result(Text.assemble(f"{_label(instance)} ", status_text(instance["status"])))
@@ -431,19 +432,18 @@ def rm(refs: Refs, wait: WaitOption = False, json_: JsonOption = False) -> None:
         instances = resolve_instances(api, refs)
         results, times = [], []
         for instance in instances:
+            since = last_event_time(api, instance["id"]) if wait else None
             try:
-                response = api.request("DELETE", f"/v1/instances/{instance['id']}")
-                instance = response.json()
+                instance = api.delete(f"/v1/instances/{instance['id']}")
                 if not json_:
                     out.note(f"delete {_label(instance)}: accepted")
             except ApiError as exc:
                 if exc.status != 409:
                     raise
-                response = None
                 if not json_:
                     out.note(f"{_label(instance)} is already {exc.problem.get('current_status', 'being deleted')}")
             results.append(instance)
-            times.append(server_time(response) if response is not None else None)
+            times.append(since)
         for index, instance in enumerate(results):
             if wait:
                 wait_for(api, out, instance, until={"deleted"}, fail_on=set(), until_end=True, since=times[index])

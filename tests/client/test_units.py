@@ -124,8 +124,9 @@ def test_token_claims_are_read_for_display_only():
 
 # --- the follower's decisions ---------------------------------------------------------------------
 
-AT = "2026-11-29T10:00:05Z"
-SINCE = dt.datetime(2026, 11, 29, 10, 0, 5, tzinfo=dt.timezone.utc)
+SINCE = dt.datetime(2026, 11, 29, 10, 0, 5, tzinfo=dt.timezone.utc)  # the last event before the request
+AT = "2026-11-29T10:00:06Z"  # after it
+BEFORE = "2026-11-29T10:00:04Z"
 
 
 def follower(**kwargs) -> Follower:
@@ -173,16 +174,34 @@ def test_failed_is_exit_3_with_the_error_once_its_events_are_shown():
 
 
 def test_reboot_needs_the_instance_to_come_back_after_the_request():
-    f = follower(until={"running"}, since=SINCE)
+    f = follower(until={"running"}, origin="running", since=SINCE)
     assert not f._handle("status", {"status": "running"}), "running before the reboot is not the answer"
-    assert not f._handle("instance", status_event("configuring → running", at="2026-11-29T10:00:04Z"))
+    assert not f._handle("instance", status_event("configuring → running", at=BEFORE)), "history, replayed"
+    assert not f._handle("instance", status_event("running → rebooting"))
     assert f._handle("instance", status_event("rebooting → running"))
-    # or seen leaving first (a `rebooting` status), then back
-    f = follower(until={"running"}, since=SINCE)
-    f._handle("status", {"status": "running"})
-    f._handle("status", {"status": "rebooting"})
-    f._handle("status", {"status": "running"})
+    # or with the statuses seen: running, rebooting, running
+    f = follower(until={"running"}, origin="running", since=SINCE)
+    for status in ("running", "rebooting", "running"):
+        assert not f._handle("status", {"status": status})
     assert f._handle("instance", status_event("rebooting → running"))
+
+
+def test_a_stop_that_ends_running_again_is_a_failure():
+    error = {"code": "provider_error", "message": "the cloud said no", "step": "stop"}
+    f = follower(until={"stopped"}, origin="running", since=SINCE)
+    assert not f._handle("instance", status_event("stopping → running", at=BEFORE)), "an older stop, replayed"
+    for status in ("running", "stopping"):
+        assert not f._handle("status", {"status": status})
+    assert not f._handle("status", {"status": "running", "error": error})
+    with pytest.raises(InstanceFailed) as caught:
+        f._handle("instance", status_event("stopping → running"))
+    assert caught.value.message == "box is running, not stopped (failed at step stop: provider_error: the cloud said no)"
+    # the same when the stream never showed `stopping` (both changes within one poll)
+    f = follower(until={"stopped"}, origin="running", since=SINCE)
+    assert not f._handle("status", {"status": "running"})
+    assert not f._handle("instance", status_event("running → stopping"))
+    with pytest.raises(InstanceFailed):
+        f._handle("instance", status_event("stopping → running"))
 
 
 def test_until_end_waits_for_the_servers_end():
