@@ -25,9 +25,7 @@ from app.client.errors import ApiError, CliError, ExitCode
 from app.client.follow import Follower, last_event_time, wait_for
 from app.client.http import ApiClient, connect
 from app.client.options import JsonOption, WaitOption
-from app.client.output import (
-    Output, address, ago, event_line, local_time, status_text,
-)
+from app.client.output import Output, address, ago, event_line, local_time, status_text
 from app.client.resolve import complete_instance_names, resolve_instance, resolve_instances, resolve_snapshot
 
 app = typer.Typer()

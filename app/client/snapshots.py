@@ -14,7 +14,7 @@ from rich.text import Text
 
 from app.client.errors import CliError, ExitCode
 from app.client.http import ApiClient, connect
-from app.client.options import JsonOption, WaitOption
+from app.client.options import JsonOption
 from app.client.output import Output, ago, status_text
 from app.client.resolve import complete_instance_names, resolve_instance
 
