@@ -242,3 +242,23 @@ def test_a_narrow_terminal_drops_optional_columns_never_the_id(monkeypatch, caps
     monkeypatch.setenv("COLUMNS", "200")
     Output().table(columns, [row], optional=("HEALTH", "CREATED"))
     assert "healthy 3% cpu" in capsys.readouterr().out
+
+
+def test_a_command_group_is_one_line(monkeypatch):
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+    from app.client import main
+
+    monkeypatch.setitem(main.GROUPS, "demo", "tests.client.demo_group")
+    monkeypatch.setitem(main.GROUPS, "later", "app.client.not_written_yet")  # listed before it lands: skipped
+    main.client_group.cache_clear()
+    try:
+        runner = CliRunner()
+        assert json.loads(runner.invoke(cli, ["demo", "hello", "ann", "--json"]).stdout) == {"hello": "ann"}
+        failed = runner.invoke(cli, ["demo", "hello", "doom"])
+        assert (failed.exit_code, failed.stderr) == (3, "error: doom failed at step demo\n  a detail line\n")
+        assert "demo" in runner.invoke(cli, ["--help"]).stdout
+        assert runner.invoke(cli, ["later"]).exit_code == 2
+    finally:
+        main.client_group.cache_clear()
