@@ -106,8 +106,9 @@ def live_settings(dbserver, data_dir: Path, **overrides):
     return settings.model_copy(update={"mongodb_url": None, "embedded_db_address": dbserver.address})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def live_server(dbserver, tmp_path_factory):
+    """One server for the client's tests; each test signs in as a user of its own."""
     server = LiveServer(live_settings(dbserver, tmp_path_factory.mktemp("client-server") / "data")).start()
     yield server
     server.stop()
