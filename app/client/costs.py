@@ -8,6 +8,7 @@ The report's rows are printed as a table of whatever scalar columns the server s
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any, Optional
 
 import typer
@@ -26,8 +27,8 @@ def _scalar(value: Any) -> bool:
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:,.2f}"
+    if isinstance(value, float):  # money: cents, or more digits for the tiny sums of short runs
+        return f"{value:,.2f}" if value == 0 or abs(value) >= 1 else f"{value:.4f}"
     return "" if value is None else str(value)
 
 
@@ -38,15 +39,24 @@ def costs(
     from_: Annotated[Optional[str], typer.Option("--from", help="Start date (YYYY-MM-DD or ISO 8601).")] = None,
     to: Annotated[Optional[str], typer.Option(help="End date (YYYY-MM-DD or ISO 8601).")] = None,
     granularity: Annotated[Optional[str], typer.Option(help="day or month.")] = None,
+    owner: Annotated[Optional[str], typer.Option(help="Admins: one user's costs.")] = None,
+    team: Annotated[Optional[str], typer.Option(help="Only this team's instances.")] = None,
+    csv: Annotated[bool, typer.Option("--csv", help="The report's rows as CSV, as the server writes them.")] = False,
     json_: JsonOption = False,
 ) -> None:
     """What your instances cost, grouped as asked."""
     if ctx.invoked_subcommand is not None:
         return
     out = Output(json_)
+    params = {"group_by": group_by, "from": from_, "to": to, "granularity": granularity, "owner": owner,
+              "team": team}
     with connect() as api:
         try:
-            report = api.get("/v1/costs", group_by=group_by, **{"from": from_}, to=to, granularity=granularity)
+            if csv:
+                text = api.request("GET", "/v1/costs", params=params, headers={"Accept": "text/csv"}).text
+                sys.stdout.write(text if text.endswith("\n") else text + "\n")
+                return
+            report = api.get("/v1/costs", **params)
         except ApiError as exc:
             if exc.status == 404 and not exc.problem.get("errors"):
                 raise CliError(f"the server at {api.url} has no cost reports (GET /v1/costs answered 404)") from None
