@@ -10,6 +10,7 @@ import re
 import signal
 import sys
 
+from app.embedded_db import EmbeddedDatabaseError
 from app.logs import setup_logging
 from app.settings import get_settings
 
@@ -25,7 +26,8 @@ def _parse_ttl(text: str) -> dt.timedelta:
 def _embedded(settings):
     from app.embedded_db import EmbeddedDatabase
 
-    return EmbeddedDatabase(settings.ferretdb_binary, settings.embedded_db_address, settings.data_dir / "ferretdb")
+    return EmbeddedDatabase(settings.embedded_db_home, settings.embedded_db_address, settings.data_dir / "db",
+                            cache_mb=settings.embedded_db_cache_mb, heap_mb=settings.embedded_db_heap_mb)
 
 
 def cmd_serve(args) -> int:
@@ -94,7 +96,7 @@ def cmd_token(args) -> int:
 def cmd_db(args) -> int:
     settings = get_settings()
     db = _embedded(settings).start()
-    print(f"FerretDB at {db.url()} (data in {db.data_dir}); Ctrl-C stops it", flush=True)
+    print(f"the embedded database at {db.url()} (data in {db.data_file}); Ctrl-C stops it", flush=True)
     try:
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(os.environ.get("ONEBOX_LOG_LEVEL", "INFO"))
     try:
         return args.func(args)
-    except ValueError as exc:  # configuration errors: say what to fix, no traceback
+    except (ValueError, EmbeddedDatabaseError) as exc:  # configuration errors: say what to fix, no traceback
         print(f"onebox: {exc}", file=sys.stderr)
         return 2
 

@@ -109,9 +109,9 @@ class Claim:
         if doc is not None:
             self.doc = doc
             return doc
-        held = await retry_while_down(lambda: self.queue.collection.count_documents(self._guard(), limit=1),
+        held = await retry_while_down(lambda: self.queue.collection.find_one(self._guard(), {"_id": 1}),
                                       deadline=self.lease_deadline, what=f"a read of {self.id}")
-        if held == 0:
+        if held is None:
             raise LeaseLost(self.id)
         return None
 
