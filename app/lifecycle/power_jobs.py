@@ -7,7 +7,9 @@ Each is one step that calls the provider's blocking, idempotent verb
 * stop: ``stopping`` → ``stopped``; the disks are kept, the addresses are
   what the cloud reports for a stopped VM (a public IP it does not reserve is
   gone). The agent's token stays valid: the agent reports again once the VM
-  runs, and its posts are refused while the instance is stopped.
+  runs; while the instance is stopped its posts are refused (the token is
+  paused, ``app.metrics.pauses``, from the moment the VM is stopped until
+  the start begins).
 * start: ``starting`` → ``running`` with the public IP read again (EC2 without
   an Elastic IP and GCE ephemeral IPs change). Configuration is not run again.
 * reboot: ``rebooting`` → ``running``. A reboot resumed after a crash reboots
@@ -32,6 +34,8 @@ from typing import Any
 from app.lifecycle.engine import JobBase, JobContext
 from app.lifecycle.specs import instance_ref
 from app.lifecycle.states import INSTANCE_TRANSITIONS, InstanceStatus
+from app.metrics import pauses
+from app.metrics.revocations import revoke
 from providers.base import InstanceState, NotFound, ProviderError
 
 S = InstanceStatus
@@ -54,9 +58,19 @@ class PowerJob(JobBase):
     def timeout(self, ctx: JobContext) -> float:
         return ctx.services.settings.wait_running_timeout_seconds
 
+    async def pause_agent(self, ctx: JobContext, paused: bool, moment: str) -> None:
+        """Refuse (or accept again) the agent's posts (``app.metrics.pauses``); here at once, elsewhere soon."""
+        entry = await ctx.db_call(lambda: pauses.record(ctx.services.db, ctx.doc["_id"], ctx.doc.get("agent_jti_hash"),
+                                                        paused, f"{ctx.claim.job['id']}:{moment}"), "an agent pause")
+        ctx.services.agent_pauses.note(entry)
+
     async def run_step(self, step: str, ctx: JobContext) -> dict[str, Any] | None:
+        if self.goal == S.RUNNING:
+            await self.pause_agent(ctx, False, step)  # the agent's first posts after the boot are welcome
         verb = getattr(self.provider(ctx), self.verb)
         info = await ctx.services.providers.call(verb, instance_ref(ctx.doc), self.timeout(ctx))
+        if self.goal == S.STOPPED:
+            await self.pause_agent(ctx, True, step)
         sets = {"cloud_id": info.cloud_id or ctx.doc.get("cloud_id"), "public_ip": info.public_ip,
                 "private_ip": info.private_ip, "zone": info.zone or ctx.doc.get("zone")}
         if self.goal == S.RUNNING:
@@ -71,10 +85,7 @@ class PowerJob(JobBase):
         return sets
 
     async def succeed(self, ctx: JobContext) -> bool:
-        moved = await ctx.transition(self.goal, {"job": None, "error": None})
-        # Agents' posts are refused from now on (other processes' caches: within agent_auth_cache_seconds).
-        ctx.services.agent_auth_cache.forget(ctx.doc["_id"])
-        return moved
+        return await ctx.transition(self.goal, {"job": None, "error": None})
 
     async def cleanup(self, ctx: JobContext) -> None:
         """Ask the cloud where the VM is now; a VM on its way somewhere is asked again (the engine
@@ -92,12 +103,16 @@ class PowerJob(JobBase):
     async def fail(self, ctx: JobContext, failure: dict[str, Any]) -> None:
         settled = S(ctx.claim.job["settled"])
         if settled == S.FAILED:
+            jti_hash = ctx.doc.get("agent_jti_hash")
+            await ctx.db_call(lambda: revoke(ctx.services.db, ctx.doc["_id"], jti_hash, "lost"), "revoking its token")
+            ctx.services.agent_revocations.add(jti_hash)
             error = {"code": VM_GONE, "step": failure.get("step"),
                      "message": f"the VM is gone from the cloud ({failure.get('message')})"}
             await ctx.transition(S.FAILED, {"job": None, "error": error, "public_ip": None, "private_ip": None,
                                             "agent_jti_hash": None})
             await ctx.release_quota()  # nothing runs any more: it no longer counts
             return
+        await self.pause_agent(ctx, settled == S.STOPPED, "settled")
         # The cloud got there after all (a stop that timed out, then finished): no error to show.
         error = None if settled == self.goal else failure
         await ctx.transition(settled, {"job": None, "error": error})

@@ -25,6 +25,7 @@ from app.clock import utcnow
 from app.db import is_duplicate_key
 from app.lifecycle.action_requests import POLICY, audit_policy_request, file_action_request
 from app.lifecycle.delete_requests import new_delete_request
+from app.metrics.revocations import revoke
 from app.metrics.service import MetricsService
 from app.policies.idle import MAX_GAP_INTERVALS, Thresholds, Verdict, judge
 from app.policies.rules import Schedule, last_entered, schedule_for
@@ -162,7 +163,9 @@ async def _act(services: Services, doc: dict, action: str, rule: str, reason: st
             if is_duplicate_key(exc):
                 return
             raise
-        services.agent_auth_cache.forget(doc["_id"])
+        # its agent's token stops working now here, within seconds elsewhere (as for a user's delete)
+        await revoke(db, doc["_id"], doc.get("agent_jti_hash"), "delete")
+        services.agent_revocations.add(doc.get("agent_jti_hash"))
     await services.events.add(doc["_id"], "policy", f"{reason}: {'stopping' if action == 'stop' else 'deleting'} "
                               f"it (rule {rule})", step=rule)
     await audit_policy_request(db, request, action)

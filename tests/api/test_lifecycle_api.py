@@ -205,3 +205,39 @@ class TestActions:
         assert [i["id"] for i in listed] == [inst["id"]]
         start = await api.post(f"/v1/instances/{inst['id']}/start", headers=alice)
         assert start.status_code == 202
+
+
+async def test_a_stopped_instance_s_agent_is_refused_everywhere_then_welcome_again(api, services):
+    """Another process (a worker) pauses the token when the VM is stopped and resumes it when it starts:
+    this API process follows within one refresh interval, reading nothing per post."""
+    import asyncio
+
+    from app.metrics import pauses
+    from app.services import Services
+    from tests.api.test_agent_metrics import bearer, running_instance, sample
+
+    instance_id, token = await running_instance(services)
+    jti_hash = (await services.db.instances.find_one({"_id": instance_id}))["agent_jti_hash"]
+
+    async def post_until(code: int) -> list[int]:
+        deadline = asyncio.get_running_loop().time() + services.settings.agent_revocation_refresh_seconds + 5
+        codes = []
+        while asyncio.get_running_loop().time() < deadline:
+            body = {"instance_id": instance_id, "samples": [sample(utcnow())]}
+            codes.append((await api.post("/v1/agent/metrics", json=body, headers=bearer(token))).status_code)
+            if codes[-1] == code:
+                break
+            await asyncio.sleep(0.3)
+        return codes
+
+    assert (await post_until(202))[-1] == 202
+    worker = Services.build(services.settings)
+    try:
+        await pauses.record(worker.db, instance_id, jti_hash, True, "job-1:stop")
+        await pauses.record(worker.db, instance_id, jti_hash, True, "job-1:stop")  # a step run again
+        assert (await post_until(401))[-1] == 401, "refused while stopped"
+        await pauses.record(worker.db, instance_id, jti_hash, False, "job-2:start")
+        assert (await post_until(202))[-1] == 202, "the same token works again once it is started"
+    finally:
+        await worker.close()
+    assert await services.db.agent_pauses.count_documents({"jti": jti_hash}) == 2
