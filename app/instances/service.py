@@ -218,7 +218,7 @@ class InstanceService:
             raise Problem(409, "invalid_status", f"Instance is {doc['status']}",
                           f"instance {instance_id} is {doc['status']}", current_status=doc["status"])
         given = {name: getattr(patch, name) for name in patch.model_fields_set}
-        if await self.db.delete_requests.count_documents({"_id": instance_id}, limit=1):
+        if await self.db.delete_requests.find_one({"_id": instance_id}, {"_id": 1}):
             raise Problem(409, "already_deleting", "Instance is being deleted",
                           f"a delete of instance {instance_id} is under way", current_status=doc["status"])
         # A running instance's TTL ceiling counts from its run's start; a stopped one's from now (its next run).
@@ -242,8 +242,7 @@ class InstanceService:
         doc = await self.get(principal, instance_id)
         needed, _ = ACTIONS[action]
         status = doc["status"]
-        if status in ("deleting", "deleted") or await self.db.delete_requests.count_documents(
-                {"_id": instance_id}, limit=1):
+        if status in ("deleting", "deleted") or await self.db.delete_requests.find_one({"_id": instance_id}, {"_id": 1}):
             raise Problem(409, "already_deleting", "Instance is being deleted",
                           f"instance {instance_id} is {status if status in ('deleting', 'deleted') else 'being deleted'}",
                           current_status=status)

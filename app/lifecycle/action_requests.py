@@ -101,7 +101,7 @@ class DispatchActionJob(JobBase):
         action = request["action"]
         if request["requested_by"] == POLICY:
             await audit_policy_request(db, request, action)
-        if await db.delete_requests.count_documents({"_id": target["_id"]}, limit=1):
+        if await db.delete_requests.find_one({"_id": target["_id"]}, {"_id": 1}):
             await ctx.event("request.dropped", f"{action} requested by {who(request)} dropped: the instance is "
                             "being deleted", action)
             return None
@@ -112,7 +112,8 @@ class DispatchActionJob(JobBase):
             await ctx.event("request.dropped", f"{action} requested by {who(request)} dropped: the instance is "
                             f"{target['status']}, not {needed}", action)
             return None
-        if await db.snapshots.count_documents({"instance_id": target["_id"], "status": "creating"}, limit=1):
+        making = {"owner": target["owner"], "instance_id": target["_id"], "status": "creating"}  # (owner, _id) index
+        if await db.snapshots.find_one(making, {"_id": 1}):
             raise NotYet(WAIT_SECONDS)  # a snapshot being made of it finishes first
         check_transition(needed, moving, INSTANCE_TRANSITIONS)
         now = utcnow()

@@ -146,8 +146,9 @@ class Reaper:
         db = self.services.db
         listed = {r.instance_id for r in resources
                   if r.kind == "instance" and r.instance_id and r.state != InstanceState.TERMINATED}
-        running = db.instances.find({"provider": name, "status": {"$in": ["running", "stopped"]}, "job": None})
-        async for doc in running:
+        at_rest = [doc for status in ("running", "stopped")  # one (status, provider) index range each
+                   async for doc in db.instances.find({"status": status, "provider": name, "job": None})]
+        for doc in at_rest:
             if doc["_id"] in listed:
                 continue
             try:  # listings can lag: only the provider's own answer for this instance counts
