@@ -47,7 +47,7 @@ def new_action_request(instance: dict[str, Any], action: str, requested_by: str,
         "owner": instance["owner"],
         "action": action,
         "requested_by": requested_by,
-        "rule": rule,  # the policy rule that fired (ttl, idle, …); None for a user's own request
+        "rule": rule,  # the rule that fired when onebox asks by itself (ttl, idle, …); None for a user's request
         "reason": reason,
         "requested_at": now,
         "job": new_job("dispatch", now),
@@ -68,9 +68,9 @@ async def file_action_request(db, instance: dict[str, Any], action: str, request
 
 
 async def audit_policy_request(db, request: dict[str, Any], action: str) -> None:
-    """The audit record of a request onebox filed by itself (a policy rule): written once, whoever calls this
-    — the scheduler right after filing it, and the dispatcher that carries it out, in case the scheduler
-    died in between."""
+    """The audit record of a request onebox filed by itself (it names a ``rule``), with ``requested_by`` as
+    the actor: written once, whoever calls this — the scheduler right after filing it, and the dispatcher
+    that carries it out, in case the scheduler died in between."""
     await record_system_action(db, request["requested_by"], f"instance.{action}", "instance", request["instance_id"],
                                entry_id=f"request:{request['id']}", rule=request.get("rule"),
                                reason=request.get("reason"), owner=request.get("owner"))
@@ -99,7 +99,7 @@ class DispatchActionJob(JobBase):
         if (job or {}).get("request") == request["id"] or (target.get("last_request") or {}).get("id") == request["id"]:
             return None  # dispatched before a crash; only the request's removal was left
         action = request["action"]
-        if request["requested_by"] == POLICY:
+        if request.get("rule"):  # filed by onebox itself: its audit record, once
             await audit_policy_request(db, request, action)
         if await db.delete_requests.find_one({"_id": target["_id"]}, {"_id": 1}):
             await ctx.event("request.dropped", f"{action} requested by {who(request)} dropped: the instance is "

@@ -19,12 +19,15 @@ rule that fired: ``app.policies.checks``).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from app.clock import utcnow
-from app.lifecycle.action_requests import POLICY, audit_policy_request
+from app.db import is_duplicate_key
+from app.lifecycle.action_requests import audit_policy_request
 from app.lifecycle.engine import JobBase, JobContext, NotYet
 from app.lifecycle.states import INSTANCE_TRANSITIONS, SNAPSHOT_TRANSITIONS, check_transition, recorded
+from app.metrics.revocations import revoke
 from app.worker.jobs import new_job
 
 TABLES = {"instances": INSTANCE_TRANSITIONS, "snapshots": SNAPSHOT_TRANSITIONS}
@@ -47,6 +50,23 @@ def new_delete_request(collection: str, target: dict[str, Any], requested_by: st
     }
 
 
+async def file_delete_request(services, instance: dict[str, Any], requested_by: str, *, rule: str,
+                              reason: str) -> dict[str, Any] | None:
+    """A delete onebox files by itself (a policy rule; ``rule`` names it): None when a delete is already on
+    its way. Its agent's token stops working now, as for a user's delete."""
+    request = {**new_delete_request("instances", instance, requested_by), "id": uuid.uuid4().hex, "rule": rule,
+               "reason": reason}
+    try:
+        await services.db.delete_requests.insert_one(request)
+    except Exception as exc:
+        if is_duplicate_key(exc):
+            return None
+        raise
+    await revoke(services.db, instance["_id"], instance.get("agent_jti_hash"), "delete")
+    services.agent_revocations.add(instance.get("agent_jti_hash"))
+    return request
+
+
 class DispatchDeleteJob(JobBase):
     kind = "dispatch"
     steps = ("dispatch",)
@@ -64,7 +84,7 @@ class DispatchDeleteJob(JobBase):
         if ctx.doc.get("action") == MARK_LOST:
             await self._mark_lost(ctx, collection, target)
             return None
-        if ctx.doc.get("requested_by") == POLICY and ctx.doc.get("id"):
+        if ctx.doc.get("rule") and ctx.doc.get("id"):  # filed by onebox itself: its audit record, once
             await audit_policy_request(ctx.services.db, ctx.doc, "delete")
         check_transition(target["status"], "deleting", TABLES[name])
         now = utcnow()
@@ -75,7 +95,7 @@ class DispatchDeleteJob(JobBase):
         )
         if moved.matched_count:
             kind = "instance" if name == "instances" else f"snapshot {target['_id']}"
-            by = f" (requested by {POLICY}: {ctx.doc['rule']})" if ctx.doc.get("rule") else ""
+            by = f" (requested by {ctx.doc['requested_by']}: {ctx.doc['rule']})" if ctx.doc.get("rule") else ""
             await ctx.event("status", f"{kind} {target['status']} → deleting{by}", "delete")
         return None
 

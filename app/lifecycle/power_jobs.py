@@ -75,13 +75,16 @@ class PowerJob(JobBase):
                 "private_ip": info.private_ip, "zone": info.zone or ctx.doc.get("zone")}
         if self.goal == S.RUNNING:
             sets["ssh_port"] = info.ssh_port
-            before = ctx.doc.get("public_ip")
+            # A cloud that released the address on stop left none in the record: compare with the one before.
+            before = ctx.doc.get("public_ip") or ctx.doc.get("last_public_ip")
             await ctx.event("instance.running", f"running at {info.public_ip}:{info.ssh_port}", step)
             if before and info.public_ip and before != info.public_ip:
                 await ctx.event("instance.address", f"the public IP changed from {before} to {info.public_ip}", step)
         else:
             await ctx.event("instance.stopped", "stopped; its disks are kept"
                             + ("" if info.public_ip else " (no public IP while stopped)"), step)
+            if ctx.doc.get("public_ip"):
+                sets["last_public_ip"] = ctx.doc["public_ip"]  # what a start compares its new address with
         return sets
 
     async def succeed(self, ctx: JobContext) -> bool:

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import uuid
 from dataclasses import dataclass, field
 
 from app.clock import utcnow
 from app.db import is_duplicate_key
 from app.lifecycle.action_requests import POLICY, audit_policy_request, file_action_request
-from app.lifecycle.delete_requests import new_delete_request
-from app.metrics.revocations import revoke
+from app.lifecycle.delete_requests import file_delete_request
 from app.metrics.service import MetricsService
 from app.policies.idle import MAX_GAP_INTERVALS, Thresholds, Verdict, judge
 from app.policies.rules import Schedule, last_entered, schedule_for
@@ -156,17 +154,9 @@ async def _act(services: Services, doc: dict, action: str, rule: str, reason: st
         if request is None:
             return  # a user's request got there first
     else:
-        request = {**new_delete_request("instances", doc, POLICY), "id": uuid.uuid4().hex, "rule": rule,
-                   "reason": reason}
-        try:
-            await db.delete_requests.insert_one(request)
-        except Exception as exc:
-            if is_duplicate_key(exc):
-                return
-            raise
-        # its agent's token stops working now here, within seconds elsewhere (as for a user's delete)
-        await revoke(db, doc["_id"], doc.get("agent_jti_hash"), "delete")
-        services.agent_revocations.add(doc.get("agent_jti_hash"))
+        request = await file_delete_request(services, doc, POLICY, rule=rule, reason=reason)
+        if request is None:
+            return  # a delete is on its way already
     await services.events.add(doc["_id"], "policy", f"{reason}: {'stopping' if action == 'stop' else 'deleting'} "
                               f"it (rule {rule})", step=rule)
     await audit_policy_request(db, request, action)

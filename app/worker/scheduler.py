@@ -7,7 +7,11 @@ never writes a record a job may hold, so an automatic action and a user's never 
 logged and does not keep the others from running; the next pass tries again.
 
 Checks: ``policies`` (``app.policies.checks``: TTL with its warnings, idle autostop, stopped-then-deleted).
-A new kind of automatic action (budgets, say) is one more entry here.
+A new kind of automatic action (budgets, say) is one more entry here; it files its actions as
+``app.policies.checks`` does — ``file_action_request(db, instance, "stop", <actor>, rule=…, reason=…)``
+(``app.lifecycle.action_requests``) or ``file_delete_request(services, instance, <actor>, rule=…,
+reason=…)`` (``app.lifecycle.delete_requests``), then ``audit_policy_request`` and an event — and every
+request naming a ``rule`` gets its audit record with ``<actor>`` as the actor, exactly once.
 """
 
 from __future__ import annotations

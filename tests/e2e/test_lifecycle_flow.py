@@ -16,7 +16,10 @@ from providers.local import LocalConfig, LocalProvider
 from tests.api.helpers import instance_body, wait_status
 from tests.conftest import make_settings
 from tests.e2e.cloud_support import running_onebox, served_app
+from tests.e2e.test_cloud_flows import aws_cloud, azure_cloud, gcp_cloud  # noqa: F401 (fixtures)
 from tests.e2e.test_configure_flow import configured_settings
+from tests.fakes.fixtures import arm, fake, gce, gce_server  # noqa: F401 (fixtures)
+from tests.providers.aws_fixtures import aws_env, moto_ec2  # noqa: F401 (fixtures)
 
 
 def local_of(settings) -> LocalProvider:
@@ -272,3 +275,41 @@ async def test_a_start_refused_by_the_cloud_leaves_the_instance_stopped_with_the
         assert done["status"] == "stopped", done
         assert done["error"]["code"] == "capacity" and done["error"]["step"] == "start"
         assert (await api.post(f"{path}/start", headers=alice)).status_code == 202, "it may be started again"
+
+
+@pytest.mark.parametrize("cloud_fixture", ["aws_cloud", "gcp_cloud", "azure_cloud"])
+async def test_a_start_records_the_public_ip_the_cloud_gives_now(cloud_fixture, request, dbserver, tmp_path):
+    """Through the API on the clouds' stand-ins: stop, then start; the record's public IP is the one the cloud
+    reports after the start (GCE's ephemeral address changes; EC2's and Azure's may), and a change is an event."""
+    from providers.base import InstanceRef
+    from tests.e2e.cloud_support import onebox_for
+    from tests.e2e.test_cloud_flows import settings_for
+
+    cloud = request.getfixturevalue(cloud_fixture)
+    async with onebox_for(cloud, settings_for(cloud, dbserver, tmp_path)) as (api, svc):
+        alice = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
+        inst = (await api.post("/v1/instances", json=cloud.body(name="ip-box"), headers=alice)).json()
+        path = f"/v1/instances/{inst['id']}"
+        before = await wait_status(api, path, alice, {"running", "failed"}, 120)
+        assert before["status"] == "running" and before["public_ip"], before
+        assert (await api.post(f"{path}/stop", headers=alice)).status_code == 202
+        stopped = await wait_status(api, path, alice, {"stopped", "failed"}, 120)
+        assert stopped["status"] == "stopped", stopped
+        assert (await api.post(f"{path}/start", headers=alice)).status_code == 202
+        after = await wait_for(api, path, alice, lambda i: i["status"] == "running" and i["last_request"]["action"]
+                               == "start", 120)
+        provider = svc.providers.get(cloud.name)
+        now = await svc.providers.call(provider.get_instance, InstanceRef(inst["id"], after["region"], after["zone"],
+                                                                          after["cloud_id"]))
+        assert after["public_ip"] == now.public_ip and after["cloud_id"] == before["cloud_id"]
+        events = (await api.get(f"{path}/events", headers=alice)).json()
+        changed = [e["message"] for e in events if e["type"] == "instance.address"]
+        if cloud.name == "gcp":  # the GCE fake, as GCE, gives an ephemeral address anew (Azure's may come back)
+            assert after["public_ip"] != before["public_ip"], "an ephemeral address is given anew"
+        if after["public_ip"] != before["public_ip"]:
+            assert changed == [f"the public IP changed from {before['public_ip']} to {after['public_ip']}"]
+        else:
+            assert changed == []
+        assert (await api.delete(path, headers=alice)).status_code == 202
+        await wait_status(api, path, alice, {"deleted"}, 120)
+        assert cloud.alive() == []
