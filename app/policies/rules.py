@@ -28,6 +28,7 @@ from app.settings import PolicyLimits
 ON_EXPIRY_DEFAULT = "stop"
 ON_IDLE_DEFAULT = "stop"
 RULES = ("ttl", "idle", "stopped_too_long")
+AT_REST_OR_ENDING = frozenset({"stopping", "stopped", "failed", "deleting", "deleted"})
 LIFECYCLE_FIELDS = ("ttl_seconds", "expires_at", "on_expiry", "idle_minutes", "on_idle", "delete_after_stopped_days")
 
 
@@ -155,6 +156,8 @@ def schedule_for(doc: dict[str, Any], own: dict[str, Any] | None, policy: Policy
     own = own or {}
     from_policy: list[str] = []
     expires_at, source = ttl_deadline(doc, own, policy, time_scale)
+    if doc.get("status") in AT_REST_OR_ENDING:
+        expires_at = None  # a TTL counts while the VM runs: a stopped instance's starts at its next start
     if expires_at is not None and source == "policy":
         from_policy.append("expires_at")
     on_expiry = own.get("on_expiry")

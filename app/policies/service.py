@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Iterable
 
-from app.clock import utcnow
+from app.clock import as_utc, utcnow
 from app.policies.models import PolicyView
 from app.policies.rules import LIFECYCLE_FIELDS, Policy, run_started_at, schedule_for, looser_than_policy
 from app.problems import Problem
@@ -22,6 +22,7 @@ from app.settings import PolicyLimits
 
 DEFAULT_POLICY = "_default"
 ENDED = ("deleted",)
+NOT_RUNNING = ("stopping", "stopped", "failed", "deleting", "deleted")
 
 
 class PolicyService:
@@ -96,9 +97,9 @@ async def attach_lifecycle(services: Services, docs: list[dict[str, Any]]) -> li
     for doc in docs:
         mine = own.get(doc["_id"], {})
         extra = {k: mine.get(k) for k in LIFECYCLE_FIELDS}
-        if doc["_id"] in own and mine.get("ttl_seconds") is not None:
-            # The instance's own TTL, as the deadline it gives the current run.
-            anchor = max(mine.get("ttl_set_at") or doc["created_at"], run_started_at(doc))
+        if mine.get("ttl_seconds") is not None and doc["status"] not in NOT_RUNNING:
+            # The instance's own TTL, as the deadline it gives the current run (a stopped one has none yet).
+            anchor = max(as_utc(mine.get("ttl_set_at") or doc["created_at"]), run_started_at(doc))
             extra["expires_at"] = anchor + dt.timedelta(seconds=mine["ttl_seconds"] * scale)
         if doc["status"] not in ENDED:
             schedule = schedule_for(doc, mine, policies[doc["owner"]], scale)

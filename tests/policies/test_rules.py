@@ -87,8 +87,9 @@ def test_a_stopped_instance_is_deleted_after_its_days_counted_from_the_stop():
     doc = instance("stopped")
     doc["transitions"] += [{"from": "running", "to": "stopping", "at": stopped_at - dt.timedelta(minutes=1)},
                            {"from": "stopping", "to": "stopped", "at": stopped_at}]
-    s = schedule_for(doc, {"delete_after_stopped_days": 2}, Policy())
+    s = schedule_for(doc, {"delete_after_stopped_days": 2, "ttl_seconds": 60}, Policy(max_ttl_seconds=3600))
     assert s.delete_at == stopped_at + dt.timedelta(days=2)
+    assert s.expires_at is None, "a TTL counts while it runs: from its next start"
     assert schedule_for(instance(), {"delete_after_stopped_days": 2}, Policy()).delete_at is None  # running
 
 
