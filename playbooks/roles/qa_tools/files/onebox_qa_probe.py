@@ -5,6 +5,7 @@ Copied into the QA run's directory by the qa_tools role and run there over SSH
 by onebox (app/qa/jobs.py); it prints one JSON document on stdout that onebox
 parses (app/qa/parsers.py). Standard library only, Python 3.8+.
 
+  facts                                 vCPUs, OS, the tools' versions, what iperf3 supports
   latency --host H --port P --count N   time N TCP connections (the handshake is one round trip)
   smoke --mounts JSON                   Python, sudo, the bootstrap marker, the bucket mounts
 
@@ -93,9 +94,45 @@ def smoke(args):
     }
 
 
+TOOLS = {"iperf3": ["iperf3", "--version"], "fio": ["fio", "--version"], "sysbench": ["sysbench", "--version"],
+         "nvidia-smi": ["nvidia-smi", "--version"]}
+
+
+def _first_line(argv):
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = [line.strip() for line in done.stdout.decode(errors="replace").splitlines() if line.strip()]
+    return lines[0][:200] if done.returncode == 0 and lines else None
+
+
+def facts(args):
+    pretty = None
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    pretty = line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    iperf3_help = ""
+    try:
+        iperf3_help = subprocess.run(["iperf3", "--help"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, timeout=20).stdout.decode(errors="replace")
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return {"nproc": os.cpu_count() or 1, "os": pretty, "kernel": os.uname().release,
+            "tools": {name: _first_line(argv) for name, argv in TOOLS.items()},
+            # built with OpenSSL: a server can admit only the run's own client (RSA-encrypted credentials)
+            "iperf3_auth": "--authorized-users-path" in iperf3_help}
+
+
 def main():
     parser = argparse.ArgumentParser(prog="onebox_qa_probe")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("facts")
     lat = sub.add_parser("latency")
     lat.add_argument("--host", required=True)
     lat.add_argument("--port", type=int, required=True)
@@ -105,7 +142,7 @@ def main():
     smk = sub.add_parser("smoke")
     smk.add_argument("--mounts", default="[]")
     args = parser.parse_args()
-    result = latency(args) if args.command == "latency" else smoke(args)
+    result = {"facts": facts, "latency": latency, "smoke": smoke}[args.command](args)
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
 
