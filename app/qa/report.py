@@ -35,6 +35,7 @@ from app.qa.models import QaRunPublic
 from app.qa.suites import SUITES
 
 COLORS = {"pass": "#2e9d5b", "fail": "#d64541", "skip": "#9aa3ad", "error": "#e08a1e", "none": "#6c7a89"}
+RATIO_CAP = 300.0
 PALETTE = ["#3b6fd8", "#e0793a", "#2e9d5b", "#a24bcf", "#d64541", "#1aa3a3", "#8c6d46", "#6c7a89"]
 
 
@@ -89,8 +90,9 @@ def chart_checks(run: dict[str, Any]) -> bytes:
         ratios.append(ratio)
         colors.append(COLORS[r["verdict"]] if reference else COLORS["none"])
     positions = list(range(len(measured)))[::-1]
-    ax.barh(positions, ratios, color=colors, height=0.6)
-    for y, r, ratio in zip(positions, measured, ratios):
+    shown = [min(ratio, RATIO_CAP) for ratio in ratios]  # one far-off value must not squash the others
+    ax.barh(positions, shown, color=colors, height=0.6)
+    for y, r, ratio in zip(positions, measured, shown):
         baseline = r.get("baseline")
         text = _fmt(r["value"], r["unit"])
         if baseline:
@@ -100,11 +102,13 @@ def chart_checks(run: dict[str, Any]) -> bytes:
             text += f" (baseline {_fmt(baseline['value'], r['unit'])})"
         else:
             text += " (no baseline)"
+        if ratio >= RATIO_CAP:
+            text = f"≥{RATIO_CAP:.0f}%: " + text
         ax.text(ratio + 1, y, text, va="center", fontsize=8)
     ax.axvline(100, color="#222", linewidth=1, linestyle="--")
     ax.set_yticks(positions, labels, fontsize=8)
     ax.set_xlabel("% of baseline (dashed: the baseline; dotted: the tolerance limit; grey: no baseline yet)")
-    ax.set_xlim(0, max(200, max(ratios) * 1.45))
+    ax.set_xlim(0, max(200, max(shown) * 1.6))
     ax.set_title(f"{run['suite']} checks against their baselines", fontsize=11)
     return _png(figure)
 
@@ -256,17 +260,23 @@ def _history_figure(history: dict[str, Any], by: str) -> bytes:
                     else (baseline["value"], baseline["value"] * (1 + tol))
                 ax.axhspan(low, high, color=color, alpha=0.08)
         ax.set_xlabel("run time (UTC)")
+        times = [_when(p["at"]) for p in items]
+        if max(times) - min(times) < dt.timedelta(hours=1):  # a single run: an hour around it, not years
+            middle = min(times) + (max(times) - min(times)) / 2
+            ax.set_xlim(middle - dt.timedelta(minutes=30), middle + dt.timedelta(minutes=30))
         figure.autofmt_xdate()
     else:
         keys = sorted(groups)
         medians = [statistics.median(p["value"] for p in groups[k]) for k in keys]
         lows = [m - min(p["value"] for p in groups[k]) for m, k in zip(medians, keys)]
         highs = [max(p["value"] for p in groups[k]) - m for m, k in zip(medians, keys)]
-        bars = ax.bar(range(len(keys)), medians, yerr=[lows, highs], capsize=4,
+        bars = ax.bar(range(len(keys)), medians, yerr=[lows, highs], capsize=4, width=0.5,
                       color=[PALETTE[i % len(PALETTE)] for i in range(len(keys))])
+        ax.set_xlim(-0.75, max(len(keys), 3) - 0.25)
         for i, (bar, key) in enumerate(zip(bars, keys)):
-            ax.text(bar.get_x() + bar.get_width() / 2, medians[i], f"{_fmt(medians[i])}\n{len(groups[key])} runs",
-                    ha="center", va="bottom", fontsize=7)
+            runs = len(groups[key])
+            ax.text(bar.get_x() + bar.get_width() / 2, medians[i] + highs[i],
+                    f"{_fmt(medians[i])}\n{runs} run{'s' if runs != 1 else ''}", ha="center", va="bottom", fontsize=7)
             baseline = baselines.get(key)
             if baseline:
                 ax.plot([i - 0.4, i + 0.4], [baseline["value"]] * 2, color="#222", linestyle="--",

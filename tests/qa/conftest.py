@@ -107,7 +107,7 @@ async def qa_env(dbserver, tmp_path_factory, ssh_keypair):
         created = [(await api.post("/v1/instances", json=b, headers=headers)).json() for b in bodies]
         ready = await asyncio.gather(*(wait_status(api, f"/v1/instances/{c['id']}", headers, {"running", "failed"}, 300)
                                        for c in created))
-        assert [r["status"] for r in ready] == ["running", "running"], ready
+        assert [r["status"] for r in ready] == ["running", "running"], [(r["status"], r["error"]) for r in ready]
         deadline = time.monotonic() + 60  # the agents' first reports (the smoke suite checks them)
         while time.monotonic() < deadline:
             health = [(await api.get(f"/v1/instances/{r['id']}", headers=headers)).json()["health"]["state"]

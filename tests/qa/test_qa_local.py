@@ -187,3 +187,147 @@ async def test_cancel_mid_run_leaves_no_process_and_no_file(qa_env, suite, param
     assert "qa.cancel_requested" in events and "cleanup.succeeded" in events
     finished = await qa_env.api.delete(f"/v1/qa-runs/{run['id']}", headers=qa_env.headers)
     assert finished.status_code == 409 and finished.json()["code"] == "qa_run_finished"
+
+
+async def test_qa_page_in_the_browser(qa_env):
+    """The dashboard's QA page in Debian's Chromium: start a run from the form, watch it live, its results and
+    charts; the runs list with verdicts; a comparison with the baseline drawn. Screenshots under .artifacts/web/."""
+    import re
+
+    from playwright.async_api import expect
+
+    from tests.web.test_dashboard import ARTIFACTS, SECONDS, browser_page, without_expected
+
+    api, admin = qa_env.api, qa_env.admin
+    await api.put("/v1/admin/qa-baselines/cpu/cpu_all_events_s/local/local", json={"value": 1, "tolerance_percent": 50},
+                  headers=admin)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    async with browser_page(None) as (page, problems):
+        await page.goto(qa_env.settings.public_url + "/")
+        await page.fill("#token", qa_env.headers["Authorization"].split()[1])
+        await page.click("#sign-in")
+        await page.wait_for_selector("#instances")
+        await page.click("[data-nav=qa]")
+        await page.wait_for_selector("#qa-runs tbody tr")
+
+        # the form refuses a run without instances, under the field
+        await page.click("#qa-new")
+        await page.select_option("#qa-suite", "cpu")
+        await page.click("#qa-start")
+        await expect(page.locator(".field[data-field=instances] .field-error")).to_contain_text("at least 1 item")
+        # then starts one
+        await page.check(f"#qa-instances input[value='{qa_env.a['id']}']")
+        await page.fill("#qa-param-cpu_seconds", "1")
+        await page.click("#qa-start")
+        await page.wait_for_url(re.compile(r"#/qa/q-"))
+        await expect(page.locator("#qa-live-state")).to_have_text(re.compile("live|ended"), timeout=20 * SECONDS)
+        await expect(page.locator("h1 .badge")).to_have_text("passed", timeout=180 * SECONDS)
+        await expect(page.locator("#qa-live-state")).to_have_text("ended (passed)")
+        await expect(page.locator("#qa-results tr[data-verdict=pass]")).to_have_count(2)
+        baseline_cell = page.locator("#qa-results tr[data-check=cpu_all_events_s] td").nth(4)
+        await expect(baseline_cell).to_have_text("1.00 events/s ±50%")
+        await expect(page.locator("#qa-timeline [data-type='qa.finished']")).to_have_count(1)
+        await expect(page.locator("#qa-charts img[src^='data:image/png']")).to_have_count(2, timeout=60 * SECONDS)
+        await page.screenshot(path=str(ARTIFACTS / "qa-run.png"), full_page=True)
+
+        run_id = page.url.rsplit("/", 1)[1]
+        # the list shows it with its verdicts, and a comparison over time with the admin's baseline in its table
+        await page.click("[data-nav=qa]")
+        row = page.locator(f"#qa-runs tr[data-id='{run_id}']")
+        await expect(row.locator(".badge")).to_have_text("passed")
+        await expect(row.locator(".verdict-pass")).to_have_text("2 pass")
+        await page.select_option("#qa-compare-suite", "cpu")
+        await page.select_option("#qa-compare-check", "cpu_all_events_s")
+        await expect(page.locator("#qa-compare-chart img[src^='data:image/png']")).to_have_count(1, timeout=60 * SECONDS)
+        await expect(page.locator("#qa-baselines tr[data-machine=local]")).to_contain_text("set by an admin")
+        await page.select_option("#qa-compare-by", "machine")
+        await expect(page.locator("#qa-compare-chart img[src^='data:image/png']")).to_have_count(1, timeout=60 * SECONDS)
+        await page.screenshot(path=str(ARTIFACTS / "qa-runs.png"), full_page=True)
+        assert without_expected(problems, 422) == [], problems
+    await api.delete("/v1/admin/qa-baselines/cpu/cpu_all_events_s/local/local", headers=admin)
+    print(f"\nscreenshots: {ARTIFACTS / 'qa-run.png'} {ARTIFACTS / 'qa-runs.png'}")
+
+
+# --- the CLI, as CI runs it ----------------------------------------------------------------------------
+
+def cli_env(qa_env, tmp_path) -> dict:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONEBOX_")}
+    return {**env, "HOME": str(tmp_path), "NO_COLOR": "1", "COLUMNS": "200", "ONEBOX_URL": qa_env.settings.public_url,
+            "ONEBOX_TOKEN": qa_env.headers["Authorization"].split()[1]}
+
+
+def onebox(*args: str, env: dict, timeout: float = 600):
+    import subprocess
+
+    from tests.client.conftest import ONEBOX
+
+    return subprocess.run([str(ONEBOX), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+async def test_cli_provisions_runs_reports_and_tears_down(qa_env, tmp_path):
+    """`onebox qa run` with no instance: it makes one, runs the suite, writes JUnit XML and the report, deletes it."""
+    import asyncio
+    from xml.etree import ElementTree
+
+    env = cli_env(qa_env, tmp_path)
+    done = await asyncio.to_thread(onebox, "qa", "run", "--suite", "smoke", "--provider", "local",
+                                   "--ssh-user", "alice", "--junit", str(tmp_path / "qa.xml"),
+                                   "--report", str(tmp_path / "report"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "accepted: local/local/local" in done.stderr and "pass  python" in done.stderr
+    assert "smoke run q-" in done.stdout and "passed" in done.stdout
+    suite = ElementTree.parse(tmp_path / "qa.xml").getroot().find("testsuite")
+    assert suite.get("name") == "onebox-qa.smoke" and suite.get("failures") == "0" and int(suite.get("tests")) == 6
+    report = tmp_path / "report"
+    assert {p.name for p in report.iterdir()} >= {"report.html", "checks.png", "run.json", "junit.xml"}
+    run = __import__("json").loads((report / "run.json").read_text())
+    assert run["status"] == "passed"
+    made = run["targets"][0]["instance_id"]
+    instance = (await qa_env.api.get(f"/v1/instances/{made}", headers=qa_env.headers)).json()
+    assert instance["status"] in ("deleting", "deleted") and instance["labels"] == {"purpose": "qa"}
+
+
+async def test_cli_exit_code_says_a_check_failed(qa_env, tmp_path):
+    import asyncio
+
+    path = "/v1/admin/qa-baselines/memory/mem_copy_single_mb_s/local/local"
+    await qa_env.api.put(path, json={"value": 1e9}, headers=qa_env.admin)
+    try:
+        done = await asyncio.to_thread(onebox, "qa", "run", "--suite", "memory", "--instance", "qa-a",
+                                       "--param", "memory_seconds=1", "--param", "block_mb=8",
+                                       "--junit", str(tmp_path / "out" / "qa.xml"), env=cli_env(qa_env, tmp_path))
+    finally:
+        await qa_env.api.delete(path, headers=qa_env.admin)
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    assert "fail  mem_copy_single_mb_s" in done.stdout and "memory run q-" in done.stderr
+    assert 'failures="1"' in (tmp_path / "out" / "qa.xml").read_text()
+    assert (await qa_env.api.get(f"/v1/instances/{qa_env.a['id']}", headers=qa_env.headers)).json()["status"] == \
+        "running", "instances it did not make are never torn down"
+
+
+async def test_cli_interrupted_while_provisioning_deletes_what_it_made(qa_env, tmp_path):
+    import asyncio
+    import signal
+    import subprocess
+    import time
+
+    from tests.client.conftest import ONEBOX, Reader
+
+    proc = subprocess.Popen([str(ONEBOX), "qa", "run", "--suite", "cpu", "--provider", "local", "--ssh-user", "alice"],
+                            env=cli_env(qa_env, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = Reader(proc.stderr)
+    line = await asyncio.to_thread(err.wait_for, "accepted", 120)
+    instance_id = line.split("(")[1].split(")")[0]
+    proc.send_signal(signal.SIGTERM)  # a CI job cancelled
+    code = await asyncio.to_thread(proc.wait, 120)
+    assert code == 130, err.text
+    assert f"deleting qa-cpu-" in err.text and "interrupted" in err.text
+    deadline = time.monotonic() + 120
+    while True:
+        status = (await qa_env.api.get(f"/v1/instances/{instance_id}", headers=qa_env.headers)).json()["status"]
+        if status == "deleted" or time.monotonic() > deadline + 120:
+            break
+        await asyncio.sleep(0.5)
+    assert status == "deleted"
