@@ -2,7 +2,10 @@
 
 Configuring an instance (a real Ansible run, the real agent) is what costs most, so the two instances
 are made once per module and every suite runs on them, one run at a time (one QA run per instance).
-The tools come from this machine (``make qa-tools``): a local instance's commands run here.
+The tools come from this machine (``make qa-tools``): a local instance's commands run here. The server
+runs in a thread of its own (``tests.client.conftest.LiveServer``), so a test can pause its worker (the
+crash drill) and the CLI can be run against it. ``QA_TIMELINE=1 pytest -s`` prints each run's events with
+their timing.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
+import httpx
+
 from tests.api.helpers import instance_body, wait_status
+from tests.client.conftest import LiveServer
 from tests.conftest import make_settings
-from tests.e2e.cloud_support import served_app
 from tests.support import free_port
 
 FINAL = {"passed", "failed", "error", "cancelled"}
@@ -27,7 +32,7 @@ FINAL = {"passed", "failed", "error", "cancelled"}
 @dataclass
 class QaEnv:
     api: object
-    svc: object
+    server: object  # tests.client.conftest.LiveServer: mint(), stop_worker(), start_worker()
     settings: object
     headers: dict
     admin: dict
@@ -99,20 +104,28 @@ async def qa_env(dbserver, tmp_path_factory, ssh_keypair):
                              public_url=f"http://127.0.0.1:{free_port()}", configure_timeout_seconds=300,
                              events_stream_max_seconds=30, events_stream_poll_seconds=0.25,
                              qa_baseline_min_runs=2)
-    async with served_app(settings) as (api, svc):
-        headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
-        admin = {"Authorization": f"Bearer {svc.tokens.mint('root-admin', role='admin')}"}
-        bodies = [instance_body(ssh_keypair.public, name="qa-a", bootstrap_script="#!/bin/sh\necho ready\n"),
-                  instance_body(ssh_keypair.public, name="qa-b")]
-        created = [(await api.post("/v1/instances", json=b, headers=headers)).json() for b in bodies]
-        ready = await asyncio.gather(*(wait_status(api, f"/v1/instances/{c['id']}", headers, {"running", "failed"}, 300)
-                                       for c in created))
-        assert [r["status"] for r in ready] == ["running", "running"], [(r["status"], r["error"]) for r in ready]
-        deadline = time.monotonic() + 60  # the agents' first reports (the smoke suite checks them)
-        while time.monotonic() < deadline:
-            health = [(await api.get(f"/v1/instances/{r['id']}", headers=headers)).json()["health"]["state"]
-                      for r in ready]
-            if health == ["healthy", "healthy"]:
-                break
-            await asyncio.sleep(0.5)
-        yield QaEnv(api, svc, settings, headers, admin, ready[0], ready[1])
+    server = await asyncio.to_thread(LiveServer(settings).start)
+    try:
+        async with httpx.AsyncClient(base_url=settings.public_url, timeout=60) as api:
+            yield await _two_instances(api, server, settings, ssh_keypair)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def _two_instances(api, server, settings, ssh_keypair) -> "QaEnv":
+    headers = {"Authorization": f"Bearer {server.mint('alice')}"}
+    admin = {"Authorization": f"Bearer {server.mint('root-admin', role='admin')}"}
+    bodies = [instance_body(ssh_keypair.public, name="qa-a", bootstrap_script="#!/bin/sh\necho ready\n"),
+              instance_body(ssh_keypair.public, name="qa-b")]
+    created = [(await api.post("/v1/instances", json=b, headers=headers)).json() for b in bodies]
+    ready = await asyncio.gather(*(wait_status(api, f"/v1/instances/{c['id']}", headers, {"running", "failed"}, 300)
+                                   for c in created))
+    assert [r["status"] for r in ready] == ["running", "running"], [(r["status"], r["error"]) for r in ready]
+    deadline = time.monotonic() + 60  # the agents' first reports (the smoke suite checks them)
+    while time.monotonic() < deadline:
+        health = [(await api.get(f"/v1/instances/{r['id']}", headers=headers)).json()["health"]["state"]
+                  for r in ready]
+        if health == ["healthy", "healthy"]:
+            break
+        await asyncio.sleep(0.5)
+    return QaEnv(api, server, settings, headers, admin, ready[0], ready[1])

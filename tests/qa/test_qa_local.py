@@ -145,7 +145,8 @@ async def test_a_run_on_an_instance_that_is_not_running_is_refused(qa_env, ssh_k
     gone = await wait_status(api, f"/v1/instances/{pending['id']}", headers, {"deleted"}, 120)
     refused = await api.post("/v1/qa-runs", json={"suite": "smoke", "instances": [gone["id"]]}, headers=headers)
     assert refused.status_code == 409 and refused.json()["current_status"] == "deleted"
-    assert await qa_env.svc.db.qa_runs.count_documents({"instances": pending["id"]}) == 0
+    listed = await api.get("/v1/qa-runs", params={"instance_id": pending["id"]}, headers=headers)
+    assert listed.json()["items"] == [], "nothing was stored"
 
 
 @pytest.mark.parametrize("suite,params,tool", [
@@ -246,6 +247,41 @@ async def test_qa_page_in_the_browser(qa_env):
         assert without_expected(problems, 422) == [], problems
     await api.delete("/v1/admin/qa-baselines/cpu/cpu_all_events_s/local/local", headers=admin)
     print(f"\nscreenshots: {ARTIFACTS / 'qa-run.png'} {ARTIFACTS / 'qa-runs.png'}")
+
+
+async def test_a_worker_killed_mid_run_is_replaced_and_the_run_passes(qa_env, tmp_path):
+    """The crash drill: a worker dies by SIGKILL right after a benchmark step's work, before it is recorded; the
+    next worker runs that step again from a clean slate and the run ends as if nothing happened."""
+    import asyncio
+    import signal
+    import time
+
+    from tests.e2e.test_workers import start_worker, stop
+
+    params = {"duration_seconds": 1, "parallel_streams": 1, "udp_target_mbps": 10, "latency_samples": 3}
+    await asyncio.to_thread(qa_env.server.stop_worker)
+    try:
+        run = await qa_env.start("network", [qa_env.a["id"], qa_env.b["id"]], params)
+        log = tmp_path / "victim.log"
+        victim = start_worker(qa_env.settings, log, ONEBOX_TEST_KILL_AT="network_tcp")
+        deadline = time.monotonic() + 240
+        try:
+            while victim.poll() is None:
+                assert time.monotonic() < deadline, "the worker never reached network_tcp"
+                await asyncio.sleep(0.2)
+        finally:
+            stop(victim, signal.SIGKILL)
+        assert victim.returncode == -signal.SIGKILL and "ONEBOX_TEST_KILL_AT=network_tcp" in log.read_text()
+    finally:
+        await asyncio.to_thread(qa_env.server.start_worker)
+    done = await qa_env.wait(run["id"])
+    await qa_env.expect(done, "passed")
+    assert [r["check"] for r in done["results"]].count("tcp_mbps") == 1, "the step's results, once"
+    started = [e for e in await qa_env.events(run["id"]) if e["type"] == "step.started" and e["step"] == "network_tcp"]
+    assert len(started) == 2, "network_tcp ran again on the second worker"
+    assert marked_processes(run["id"]) == []
+    for instance in (qa_env.a, qa_env.b):
+        assert not run_dirs(qa_env.settings, instance["id"], run["id"]).exists()
 
 
 # --- the CLI, as CI runs it ----------------------------------------------------------------------------
