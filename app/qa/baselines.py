@@ -44,6 +44,10 @@ def limit_of(check: Check, baseline: Baseline) -> float:
     return baseline.value * (1 - factor) if check.better == "higher" else baseline.value * (1 + factor)
 
 
+def format_value(value: float, unit: str = "") -> str:
+    return f"{_fmt(value)} {unit}".strip()
+
+
 def _fmt(value: float) -> str:
     if value == 0:
         return "0"

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlparse
 
+from app.audit import record_system_action
 from app.clock import utcnow
 from app.configure.ansible import PlaybookTarget, run_playbook
 from app.configure.keys import deploy_key
@@ -50,7 +51,7 @@ from app.configure.service import ssh_endpoint
 from app.lifecycle.engine import JobBase, JobContext
 from app.lifecycle.states import QA_RUN_TRANSITIONS, QaRunStatus
 from app.qa import parsers
-from app.qa.baselines import judge, verdict_of
+from app.qa.baselines import format_value, judge, verdict_of
 from app.qa.models import flatten_results
 from app.qa.remote import Endpoint, HostShell, SshShell, marked, quote, run_dir, stop_script, teardown_script
 from app.qa.repository import QaRepository
@@ -123,8 +124,8 @@ class Run:
                     exclude_run=self.run_id), "reading a baseline")
                 verdict, message = judge(definition, value, baseline)
             else:
-                verdict, message = judge(definition, value, None)
-                message += f"; {message_not_compared()}"
+                verdict = "pass"
+                message = f"{format_value(value, definition.unit)} ({message_not_compared()})"
         result = {"check": check, "title": definition.title, "instance_id": instance_id, "target": target,
                   "verdict": verdict, "value": None if value is None else round(float(value), 6),
                   "unit": definition.unit, "better": definition.better, "message": message,
@@ -160,7 +161,7 @@ def storable(value: Any, inside_list: bool = False) -> None:
 
 
 def message_not_compared() -> str:
-    return "measured against onebox's host, so not compared with a baseline"
+    return "measured against onebox's host: not compared with a baseline"
 
 
 async def _build_run(ctx: JobContext, suite: Suite, repo: QaRepository, watch: Callable[[], Awaitable[bool]],
@@ -820,11 +821,11 @@ async def gpu(run: Run, step: str) -> list[dict[str, Any]]:
             results.append(await run.result(step, "gpu_memory_total_mb", instance_id, value=min(memory_total)))
         # A load tool from the image, if it has one, runs while nvidia-smi samples every second.
         d = run_dir(run.run_id)
-        load = (f"tool=''; for t in {' '.join(GPU_LOAD_TOOLS)}; do command -v $t >/dev/null && tool=$t && break; done; "
-                f'case "$tool" in dcgm*) $tool --no-dcgm-validation -t 1004 -d {seconds} >{d}/gpu-load.log 2>&1 & ;; '
-                f'gpu_burn) gpu_burn {seconds} >{d}/gpu-load.log 2>&1 & ;; esac; '
+        load = (f"tool=''; lp=''; for t in {' '.join(GPU_LOAD_TOOLS)}; do command -v $t >/dev/null && tool=$t && break; done; "
+                f'case "$tool" in dcgm*) $tool --no-dcgm-validation -t 1004 -d {seconds} >{d}/gpu-load.log 2>&1 & lp=$! ;; '
+                f'gpu_burn) gpu_burn {seconds} >{d}/gpu-load.log 2>&1 & lp=$! ;; esac; '
                 f'{query} -l 1 > {d}/gpu-samples.csv 2>&1 & s=$!; sleep {seconds}; kill $s; '
-                f'[ -n "$tool" ] && {{ wait %1; echo "load $tool $?" >&2; }} || echo "load none" >&2; '
+                f'if [ -n "$lp" ]; then wait $lp; echo "load $tool $?" >&2; else echo "load none" >&2; fi; '
                 f"cat {d}/gpu-samples.csv")
         done = await shell.run(marked(run.run_id, load), timeout=seconds + COMMAND_MARGIN)
         try:
@@ -946,10 +947,29 @@ class QaRunJob(JobBase):
 
     async def fail(self, ctx: JobContext, failure: dict[str, Any]) -> None:
         target = Q.CANCELLED if failure.get("code") == "cancelled" else Q.ERROR
+        if target == Q.CANCELLED:
+            failure = {**failure, "message": await self._why_cancelled(ctx)}
         await ctx.event("qa.finished", f"{target}: {failure['message']}")
         await ctx.transition(target, {"job": None, "error": failure, "finished_at": utcnow()})
         repo = self._repo(ctx)
         await ctx.db_call(lambda: repo.release_locks(ctx.doc["_id"]), "releasing the instances")
+
+
+    async def _why_cancelled(self, ctx: JobContext) -> str:
+        """Its owner's cancel, or onebox's own (an instance under test is being deleted: then an audit record
+        names the rule, like every automatic action)."""
+        repo = self._repo(ctx)
+        if await ctx.db_call(lambda: repo.cancel_requested(ctx.doc["_id"]), "a look for a cancel request"):
+            return "cancelled by its owner"
+        deleting = await ctx.db_call(lambda: repo.instances_being_deleted(ctx.doc["instances"]),
+                                     "a look for deletes of the run's instances")
+        names = ", ".join(deleting) or "an instance"
+        await ctx.db_call(lambda: record_system_action(
+            ctx.services.db, "qa", "qa_run.cancel", "qa_run", ctx.doc["_id"], rule="instance_being_deleted",
+            instances=names), "recording the automatic cancel")
+        await ctx.event("qa.auto_cancelled", f"rule instance_being_deleted: {names} is being deleted, so the run "
+                                             "was cancelled")
+        return f"cancelled: {names} is being deleted"
 
 
 QA_JOBS = {job.kind: job for job in (QaRunJob(suite) for suite in SUITES.values())}

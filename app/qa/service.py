@@ -168,8 +168,9 @@ class QaService:
         if check not in definition.check_index:
             raise field_problem("check", f"the {suite} suite has no check '{check}'; its checks: "
                                          f"{', '.join(definition.check_index)}")
+        # comparable results only: a network result against onebox's host is not one of a machine type
         query: dict[str, Any] = {"suite": suite, "check": check, "run_status": {"$in": ["passed", "failed"]},
-                                 **owner_filter(principal)}
+                                 "comparable": True, **owner_filter(principal)}
         if provider:
             query["provider"] = provider
         if machine_type:

@@ -166,6 +166,25 @@ class TestCancel:
         assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "chart"
 
 
+    async def test_deleting_an_instance_cancels_its_run_by_rule(self, api, mint, services, worker):
+        mine = await instance(services)
+        run = (await post(api, mint(), "cpu", [mine], params={"cpu_seconds": 1})).json()
+        assert (await api.delete(f"/v1/instances/{mine}", headers=mint())).status_code == 202
+        for _ in range(600):
+            done = (await api.get(f"/v1/qa-runs/{run['id']}", headers=mint())).json()
+            if done["status"] in ("cancelled", "error", "passed", "failed"):
+                break
+            await asyncio.sleep(0.1)
+        assert done["status"] == "cancelled" and done["error"]["message"] == f"cancelled: {mine} is being deleted"
+        events = [e["type"] for e in (await api.get(f"/v1/qa-runs/{run['id']}/events", headers=mint())).json()]
+        assert "qa.auto_cancelled" in events
+        audit = (await api.get("/v1/admin/audit", headers=mint("root", admin=True))).json()
+        assert any(a["action"] == "qa_run.cancel" and a["actor"] == "qa" and a["role"] == "system" for a in audit)
+        record = await services.db.audit.find_one({"action": "qa_run.cancel", "target_id": run["id"]})
+        assert record["detail"] == {"rule": "instance_being_deleted", "instances": mine}
+        assert await services.db.qa_locks.count_documents({}) == 0
+
+
 class TestBaselines:
     async def test_admins_set_list_and_remove(self, api, mint, services):
         admin = mint("root", admin=True)
