@@ -70,7 +70,7 @@ class TestWhichInstances:
         assert (await post(api, mint("root", admin=True), instances=[theirs])).status_code == 404, \
             "not even an admin runs a QA suite on someone else's VM"
 
-    @pytest.mark.parametrize("status", ["pending", "configuring", "failed", "deleted"])
+    @pytest.mark.parametrize("status", ["pending", "configuring", "stopped", "failed", "deleted"])
     async def test_not_running_is_409(self, api, mint, services, status):
         mine = await instance(services, status=status)
         refused = await post(api, mint(), instances=[mine])
