@@ -33,13 +33,11 @@ import getpass
 import hashlib
 import io
 import json
-import logging
 import secrets
 import shutil
 import socket
 import tarfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlparse
 
@@ -59,7 +57,6 @@ from app.qa.suites import SUITES, Suite, job_steps
 from app.settings import REPO_ROOT
 from providers.base import ProviderError
 
-log = logging.getLogger("onebox.qa")
 Q = QaRunStatus
 QA_PLAYBOOK = REPO_ROOT / "playbooks" / "qa.yml"
 IPERF3_USER = "onebox-qa"
