@@ -50,7 +50,7 @@ class PowerJob(JobBase):
     verb: str = ""  # the provider method
     goal: InstanceStatus = S.RUNNING
     cleanup_started = "finding out what state the VM was left in"
-    cleanup_succeeded = "the VM's state is known"
+    cleanup_done = "the VM's state is known"
 
     def provider(self, ctx: JobContext):
         return ctx.services.providers.get(ctx.doc["provider"])

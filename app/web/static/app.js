@@ -3,6 +3,7 @@
 
 import { api, ApiError, query, session, setUnauthorizedHandler, streamEvents } from "./api.js";
 import { lineChart, sparkline } from "./charts.js";
+import { qaPage, qaRunPage } from "./qa.js";
 
 const STATUSES = ["pending", "provisioning", "configuring", "running", "stopping", "stopped", "starting", "rebooting",
   "failed", "deleting", "deleted"];
@@ -126,6 +127,7 @@ function layout(active, content) {
       f.instances_ui ? link("instances", "#/instances", "Instances", "▣") : null,
       f.instances_ui ? link("new", "#/instances/new", "New instance", "+") : null,
       f.snapshots ? link("snapshots", "#/snapshots", "Snapshots", "◷") : null,
+      link("qa", "#/qa", "QA runs", "✓"),
       h("a", { href: "/docs", class: "nav-item", target: "_blank", rel: "noopener" }, h("span", { class: "nav-icon" }, "⌘"), "API docs")),
     h("div", { class: "whoami" },
       h("div", { class: "muted small" }, "Signed in as"),
@@ -151,6 +153,7 @@ async function render() {
     if (parts[0] === "instances" && parts[1] === "new" && f.instances_ui) return createPage(params);
     if (parts[0] === "instances" && parts[1] && f.instances_ui) return detailPage(parts[1]);
     if (parts[0] === "snapshots" && f.snapshots) return snapshotsPage();
+    if (parts[0] === "qa") return parts[1] ? qaRunPage(pageKit(), parts[1]) : qaPage(pageKit(), params);
     if ((parts[0] === "instances" || parts.length === 0) && f.instances_ui) return listPage(params);
     if (parts.length === 0 && f.snapshots) return navigate("#/snapshots");
     layout(null, h("section", { class: "page" }, h("h1", {}, "Nothing here"),
@@ -158,6 +161,11 @@ async function render() {
   } catch (error) {
     layout(null, errorBanner(error));
   }
+}
+
+// What pages kept in modules of their own (qa.js) build with: the same helpers as the pages here.
+function pageKit() {
+  return { h, fill, layout, badge, timeCell, toast, every, errorBanner, navigate, field, showProblem, cleanups };
 }
 
 // --- sign-in ---------------------------------------------------------------------------------------
