@@ -81,11 +81,39 @@ def dbserver(tmp_path_factory):
     shutil.rmtree(data, ignore_errors=True)
 
 
+# Every database a test asked make_settings for, as (server URL, name): dropped when its test module
+# ends (below), so that the session's one server holds one module's data at a time, not the whole run's.
+_DATABASES: list[tuple[str, str]] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_module_databases():
+    first = len(_DATABASES)
+    yield
+    made, _DATABASES[first:] = _DATABASES[first:], []
+    if not made:
+        return
+    from pymongo import MongoClient
+
+    for url in dict.fromkeys(url for url, _ in made):
+        client = MongoClient(url, serverSelectionTimeoutMS=1000)
+        try:
+            for server_url, name in made:
+                if server_url == url:
+                    client.drop_database(name)
+        except Exception:  # noqa: BLE001 - a server a test stopped holds nothing to drop
+            pass
+        finally:
+            client.close()
+
+
 def make_settings(dbserver, data_dir: Path, **overrides) -> Settings:
+    database = f"t_{uuid.uuid4().hex[:12]}"
+    _DATABASES.append((dbserver.url(), overrides.get("database", database)))
     values = dict(
         data_dir=data_dir,
         mongodb_url=dbserver.url(),
-        database=f"t_{uuid.uuid4().hex[:12]}",
+        database=database,
         jwt_secret=TEST_SECRET,
         lease_seconds=3.0,
         poll_seconds=0.05,

@@ -25,8 +25,9 @@ INSTANCES = 100
 LATENCY_SECONDS = 1.0
 
 
-async def provision(cloud: Cloud, settings, tmp_path, workers: int) -> float:
-    """Wall time from the first POST to the last instance running, with ``workers`` workers."""
+async def provision(cloud: Cloud, settings, tmp_path, workers: int) -> tuple[float, float]:
+    """Wall time from the first POST to the last instance running, with ``workers`` workers, and to
+    the last create accepted (the API's share of it)."""
     from app.services import Services
 
     # The GCP provider's own 2 s poll (not the suite's fast one): on 2 cores the fake, the database
@@ -64,6 +65,7 @@ async def provision(cloud: Cloud, settings, tmp_path, workers: int) -> float:
             return r.json()["id"]
 
         ids = await asyncio.gather(*(create(n) for n in range(INSTANCES)))
+        accepted = time.monotonic() - started
 
         async def all_running():
             return await svc.db.instances.count_documents({"status": "running"}) == INSTANCES
@@ -78,7 +80,7 @@ async def provision(cloud: Cloud, settings, tmp_path, workers: int) -> float:
         assert set(creates) == set(ids) and set(creates.values()) == {1}, creates.most_common(3)
         vms = Counter(r.instance_id for r in cloud.make_provider().list_managed() if r.kind == "instance")
         assert set(vms) == set(ids) and set(vms.values()) == {1}
-        return took
+        return took, accepted
     finally:
         for process in processes:
             stop(process, signal.SIGKILL)
@@ -88,18 +90,18 @@ async def provision(cloud: Cloud, settings, tmp_path, workers: int) -> float:
 async def test_three_workers_two_apis_provision_100_instances_each_once(gcp_cloud, gce, dbserver, tmp_path):
     gce.cpu_quota = 100_000  # 200 e2-small VMs over two runs
     try:
-        times = {}
+        times, accepted = {}, {}
         for workers in (1, 3):
             gce.reset()
             settings = settings_for(gcp_cloud, dbserver, tmp_path / f"w{workers}", quota_max_instances=INSTANCES, quota_max_vcpus=10 * INSTANCES,
                                     lease_seconds=30.0, poll_seconds=0.5)
-            times[workers] = await provision(gcp_cloud, settings, tmp_path, workers)
+            times[workers], accepted[workers] = await provision(gcp_cloud, settings, tmp_path, workers)
         speedup = times[1] / times[3]
         SCALE_OUT.append({"instances": INSTANCES, "latency_s": LATENCY_SECONDS, "one_worker_s": times[1],
-                          "three_workers_s": times[3], "speedup": speedup})
-        # The issue's target is 2.5×. On the embedded FerretDB the database, not the workers, sets the
-        # pace (every claim and guarded update decodes the whole collection: bench/NOTES.md), so this
-        # asserts that more workers do go faster (1.10–1.56× measured here) and reports the figure.
+                          "three_workers_s": times[3], "speedup": speedup,
+                          "accepted_s": accepted})
+        # The target (2.5×) is measured by `make bench` (bench/scale.py) on a quiet machine; here, beside the
+        # rest of the suite on 2 cores, this asserts that more workers do go faster and reports the figure.
         assert speedup >= 1.15, f"3 workers took {times[3]:.1f}s, 1 worker {times[1]:.1f}s: {speedup:.2f}×"
     finally:
         gce.reset()
