@@ -102,7 +102,7 @@ class QaRepository:
             return False
 
     async def cancel_requested(self, run_id: str) -> bool:
-        return await self.db.qa_cancel_requests.count_documents({"_id": run_id}, limit=1) > 0
+        return await self.db.qa_cancel_requests.find_one({"_id": run_id}, {"_id": 1}) is not None
 
     async def cancel_requested_among(self, run_ids: list[str]) -> set[str]:
         found = self.db.qa_cancel_requests.find({"_id": {"$in": run_ids}}, {"_id": 1})

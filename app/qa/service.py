@@ -123,7 +123,7 @@ class QaService:
         instance = await self.db.instances.find_one({"_id": instance_id, "owner": principal.subject})
         if instance is None:
             raise not_found("instance", instance_id)
-        deleting = await self.db.delete_requests.count_documents({"_id": instance_id}, limit=1)
+        deleting = await self.db.delete_requests.find_one({"_id": instance_id}, {"_id": 1}) is not None
         if instance["status"] != "running" or deleting:
             status = "deleting" if deleting and instance["status"] == "running" else instance["status"]
             raise Problem(409, "instance_not_running", "Instance is not running",
