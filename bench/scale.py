@@ -13,6 +13,7 @@ throughput is instances per minute from the first POST to the last
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 
@@ -45,6 +46,7 @@ async def one_run(db, work, workers: int, count: int, key: str, token: str) -> f
         await asyncio.sleep(3)  # the workers' start-up (imports, indexes) is not what is measured
         headers = {"Authorization": f"Bearer {token}"}
         db_cpu = cpu_seconds(db.process.pid)
+        own_cpu = {p.pid: cpu_seconds(p.pid) for p in processes}  # the API's and the workers'
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
             started = time.time()
             responses = await asyncio.gather(*(http.post("/v1/instances", json=request_body(n, key), headers=headers)
@@ -67,8 +69,13 @@ async def one_run(db, work, workers: int, count: int, key: str, token: str) -> f
         if failed:
             raise RuntimeError(f"{len(failed)} provisions failed")
         last = max(as_utc(d["updated_at"]).timestamp() for d in docs)
-        db_busy = (cpu_seconds(db.process.pid) - db_cpu) / (time.time() - started) * 100
-        return {"rate": count / (last - started) * 60, "posted": posted, "db_cpu": db_busy}
+        wall = time.time() - started
+        db_busy = (cpu_seconds(db.process.pid) - db_cpu) / wall * 100
+        api_busy = (cpu_seconds(processes[0].pid) - own_cpu[processes[0].pid]) / wall * 100
+        workers_busy = sum(cpu_seconds(p.pid) - own_cpu[p.pid] for p in processes[1:]) / wall * 100
+        load = os.getloadavg()[0]
+        return {"rate": count / (last - started) * 60, "posted": posted, "db_cpu": db_busy, "api_cpu": api_busy,
+                "workers_cpu": workers_busy, "load": load}
     finally:
         await client.close()
         for p in processes:
@@ -84,8 +91,9 @@ async def run(quick: bool = False) -> list[Row]:
         for workers in (1, 2, 3):
             rates[workers] = await one_run(db, work, workers, count, key, token)
             r = rates[workers]
-            print(f"   {workers} worker(s): {r['rate']:.0f} instances/min, POSTs {r['posted']:.1f} s, "
-                  f"database CPU {r['db_cpu']:.0f} %", flush=True)
+            print(f"   {workers} worker(s): {r['rate']:.0f} instances/min, POSTs {r['posted']:.1f} s, CPU % of one "
+                  f"core: database {r['db_cpu']:.0f}, API {r['api_cpu']:.0f}, workers {r['workers_cpu']:.0f}; "
+                  f"load {r['load']:.1f}", flush=True)
     ideal = 8 * 60 / (2 * LATENCY)  # 8 jobs at once per worker, two 1 s calls per instance
     for workers, r in rates.items():
         rows.append(Row("scale", f"{workers} worker(s), {count} instances, 1 s cloud latency", r["rate"], "inst/min",
@@ -93,5 +101,6 @@ async def run(quick: bool = False) -> list[Row]:
                         target="≥ 2×" if workers == 3 else f"ideal {workers}×",
                         met=(r["rate"] >= 2 * rates[1]["rate"]) if workers == 3 else None,
                         note=f"ceiling {ideal * workers:.0f}/min (8 jobs × 2 calls of 1 s per worker); "
-                             f"POSTs took {r['posted']:.1f} s; database CPU {r['db_cpu']:.0f} % of one core"))
+                             f"POSTs took {r['posted']:.1f} s; CPU % of one core: database {r['db_cpu']:.0f}, "
+                             f"API {r['api_cpu']:.0f}, workers {r['workers_cpu']:.0f} (2 cores = 200)"))
     return rows
