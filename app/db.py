@@ -111,6 +111,13 @@ class Database:
         self.quota_slots = self.db["quota_slots"]
         self.rate_limits = self.db["rate_limits"]
         self.audit = self.db["audit"]
+        # costs and budgets (app/costs)
+        self.price_overrides = self.db["price_overrides"]
+        self.budgets = self.db["budgets"]
+        self.budget_reservations = self.db["budget_reservations"]
+        self.budget_alerts = self.db["budget_alerts"]
+        self.team_members = self.db["team_members"]
+        self.webhook_deliveries = self.db["webhook_deliveries"]
 
     async def ensure_indexes(self) -> None:
         await self.instances.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
@@ -126,6 +133,11 @@ class Database:
         await self.audit.create_index([("at", DESCENDING)])
         await self.rate_limits.create_index([("user", ASCENDING), ("window", ASCENDING)])
         await self.idempotency.create_index([("owner", ASCENDING), ("key", ASCENDING)], unique=True)
+        await self.budget_reservations.create_index([("scope", ASCENDING), ("seq", DESCENDING)], unique=True)
+        await self.price_overrides.create_index([("effective_from", ASCENDING)])
+        await self.team_members.create_index([("team", ASCENDING)])
+        await self.webhook_deliveries.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
+        await self.instances.create_index([("team", ASCENDING)])
 
     async def ping(self, timeout: float = 2.0) -> bool:
         try:

@@ -32,6 +32,8 @@ INSTANCE_LINKS = {
 
 @router.post("", status_code=202, response_model=InstancePublic, operation_id="create_instance",
              responses={202: {"description": "stored and queued", "links": INSTANCE_LINKS},
+                        402: {"description": "over a budget (`budget_exceeded`: the budget, spent, left and the "
+                                              "projection), or no known price to check it with (`price_unknown`)"},
                         403: {"description": "over a quota; `limit` names it"},
                         409: {"description": "Idempotency-Key reused with another body, or snapshot not available"}})
 async def create_instance(
@@ -62,13 +64,14 @@ async def list_instances(
     """Your instances, newest first. Deleted ones are left out unless `status=deleted`."""
     docs, next_cursor = await instances.list(user, status=status, provider=provider, limit=limit, cursor=cursor,
                                              owner=owner)
-    docs = await instances.with_health(docs)
+    docs = await instances.for_display(docs)
     return InstanceList(items=[InstancePublic.from_doc(d) for d in docs], next_cursor=next_cursor)
 
 
 @router.get("/{instance_id}", response_model=InstancePublic, operation_id="get_instance")
 async def get_instance(instance_id: str, user: CurrentUser, instances: Instances) -> InstancePublic:
-    [doc] = await instances.with_health([await instances.get(user, instance_id)])
+    """The instance, with its health and what it has cost (`cost`)."""
+    [doc] = await instances.for_display([await instances.get(user, instance_id)])
     return InstancePublic.from_doc(doc)
 
 

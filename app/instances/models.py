@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.costs.models import InstanceCost
 from app.validation import NAME_PATTERN, SSH_USER_PATTERN, check_labels, check_ssh_public_key, check_ssh_user
 
 ProviderName = Literal["aws", "gcp", "azure", "local"]
@@ -152,6 +153,8 @@ class InstancePublic(BaseModel):
     ssh_user: str
     labels: dict[str, str] = Field(default_factory=dict)
     health: Health = Field(default_factory=Health)
+    team: str | None = Field(default=None, description="the owner's team when it was created (budgets)")
+    cost: InstanceCost | None = Field(default=None, description="what it has cost, and costs per hour now")
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -170,4 +173,5 @@ class Event(BaseModel):
     at: dt.datetime
     type: str
     step: str | None = None
+    actor: str | None = Field(default=None, description="who acted when onebox did by itself: budget, reaper, …")
     message: str

@@ -16,6 +16,7 @@ from app import quotas
 from app.auth.tokens import Principal
 from app.clock import utcnow
 from app.cloud import UnknownProvider
+from app.costs.service import CostService
 from app.db import is_duplicate_key
 from app.ids import new_instance_id
 from app.instances.models import InstanceCreate
@@ -65,6 +66,11 @@ class InstanceService:
 
         health = await MetricsService(self.services).health_for([d["_id"] for d in docs])
         return [{**d, "health": health[d["_id"]]} for d in docs]
+
+    async def for_display(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The instances as the API shows them: with their ``health`` and their ``cost`` (from the ledger)."""
+        costs = await CostService(self.services).instance_costs(docs)
+        return [{**d, "cost": costs[d["_id"]]} for d in await self.with_health(docs)]
 
     async def events(self, principal: Principal, instance_id: str) -> list[dict[str, Any]]:
         await self.get(principal, instance_id)
@@ -149,12 +155,19 @@ class InstanceService:
         }
         await quotas.acquire(self.db, self.services.settings, principal.subject, instance_id,
                              {"max_instances": 1, "max_vcpus": vcpus})
+        costs = CostService(self.services)
+        try:  # the budgets: 402 when its projected cost does not fit (app.costs.budgets)
+            doc["team"], reservations = await costs.check_create(principal, body, instance_id)
+        except BaseException:
+            await quotas.release(self.db, instance_id)
+            raise
         try:
             await self.db.instances.insert_one(doc)
         except Exception as exc:
             if is_duplicate_key(exc):  # a concurrent replay of the same idempotency key won
                 return await self.db.instances.find_one({"_id": instance_id})
             await quotas.release(self.db, instance_id)
+            await costs.give_back(reservations)
             raise
         await self.services.events.add(instance_id, "created", f"queued {body.provider} instance in {body.region}")
         return doc

@@ -77,3 +77,21 @@ def test_onebox_token_command_prints_a_valid_token(tmp_path):
     assert principal.subject == "alice" and principal.is_admin
     claims = jwt.decode(out, options={"verify_signature": False})
     assert 7100 < claims["exp"] - claims["iat"] <= 7200
+
+
+def test_the_team_claim_is_read_strictly(tmp_path):
+    """A team puts its members under the team's budget: a malformed claim refuses the token instead of being
+    ignored (ignored, it would take its holder out of the budget unnoticed); the claim's name is a setting."""
+    tokens = TokenService(Settings(jwt_secret="s" * 40, data_dir=tmp_path))
+    assert tokens.verify_user(tokens.mint("ann", extra={"team": "research"})).team == "research"
+    assert tokens.verify_user(tokens.mint("ann")).team is None
+    for bad in (["research"], "", "re search", "../x", "x" * 65, 7, {"a": 1}):
+        with pytest.raises(InvalidToken):
+            tokens.verify_user(tokens.mint("ann", extra={"team": bad}))
+    # An agent token never becomes a user, team or not.
+    agent, _ = tokens.mint_agent("i-1")
+    with pytest.raises(InvalidToken):
+        tokens.verify_user(agent)
+    by_group = TokenService(Settings(jwt_secret="s" * 40, data_dir=tmp_path, jwt_team_claim="org_unit"))
+    principal = by_group.verify_user(by_group.mint("ann", extra={"org_unit": "ml", "team": "ignored"}))
+    assert principal.team == "ml"

@@ -60,6 +60,11 @@ async def make_world(services):
         "_id": snapshot_id, "instance_id": ids["own"][0], "owner": "alice", "name": "s", "provider": "local",
         "region": "local", "status": "available", "cloud_id": "c", "error": None, "created_at": now,
         "updated_at": now, "job": None})
+    # costs: a budget of each kind and a team member, so that reading and deleting them can succeed
+    await services.db.budgets.insert_many([
+        {"_id": "user:alice", "scope": "user", "name": "alice", "monthly_usd": 100.0},
+        {"_id": "team:research", "scope": "team", "name": "research", "monthly_usd": 100.0}])
+    await services.db.team_members.insert_one({"_id": "alice", "team": "research"})
     return ids, snapshot_id
 
 
@@ -87,6 +92,12 @@ def body_for(method: str, path: str, instance_id: str) -> dict | None:
         return {"instance_id": instance_id, "samples": [{"at": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")}]}
     if path.startswith("/v1/admin/quotas"):
         return {"max_instances": 3}
+    if path.startswith("/v1/admin/budgets"):
+        return {"monthly_usd": 50}
+    if path.startswith("/v1/admin/prices"):
+        return {"hourly_usd": 0.5}
+    if path.startswith("/v1/admin/teams"):
+        return None
     if path == "/v1/dev/token":
         return {"user": "mallory"}
     raise AssertionError(f"no body known for {method} {path}: teach the access matrix about it")
@@ -94,7 +105,7 @@ def body_for(method: str, path: str, instance_id: str) -> dict | None:
 
 def expected(caller: str, method: str, path: str) -> set[int]:
     kind = kind_of(path)
-    ok = {200, 202}
+    ok = {200, 202, 204}
     if kind == "public":
         return ok
     if kind == "dev":
@@ -120,6 +131,7 @@ async def test_cell(method, path, caller, api, services):
     ids, snapshot_id = await make_world(services)
     instance_id = ids["own"][0]
     url = path.replace("{instance_id}", instance_id).replace("{snapshot_id}", snapshot_id).replace("{user}", "alice")
+    url = url.replace("{team}", "research").replace("{provider}/{region}/{machine_type}", "local/local/local")
     response = await api.request(method, url, headers=headers_for(caller, services, ids),
                                  json=body_for(method, path, instance_id))
     assert response.status_code in expected(caller, method, path), (method, path, caller, response.text)
