@@ -117,7 +117,6 @@ class Database:
         self.budget_reservations = self.db["budget_reservations"]
         self.budget_alerts = self.db["budget_alerts"]
         self.team_members = self.db["team_members"]
-        self.webhook_deliveries = self.db["webhook_deliveries"]
 
     async def ensure_indexes(self) -> None:
         await self.instances.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
@@ -136,7 +135,7 @@ class Database:
         await self.budget_reservations.create_index([("scope", ASCENDING), ("seq", DESCENDING)], unique=True)
         await self.price_overrides.create_index([("effective_from", ASCENDING)])
         await self.team_members.create_index([("team", ASCENDING)])
-        await self.webhook_deliveries.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
+        await self.budget_alerts.create_index([("webhook.status", ASCENDING), ("webhook.next_attempt_at", ASCENDING)])
         await self.instances.create_index([("team", ASCENDING)])
 
     async def ping(self, timeout: float = 2.0) -> bool:

@@ -23,6 +23,7 @@ class AuditEntry(BaseModel):
     target_type: str
     target_id: str
     address: str | None = None
+    detail: dict[str, str] | None = None  # e.g. the rule an automatic action (budget, reaper) followed
 
 
 class QuotaUpdate(BaseModel):
