@@ -154,6 +154,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(catalog.router)
     app.include_router(costs.router)
     app.include_router(costs.admin_router)
+    app.include_router(costs.metrics_router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)

@@ -151,3 +151,23 @@ async def test_an_instance_shows_its_cost(api, mint, world):
 async def test_bad_report_parameters_name_the_field(api, mint, params, field):
     response = await api.get("/v1/costs", params=params, headers=mint("alice"))
     assert response.status_code == 422 and response.json()["errors"][0]["field"] == field, response.text
+
+
+async def test_prometheus_gauges_of_spend_and_budgets(api, mint, world, services):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    await services.db.budgets.insert_one({"_id": "user:alice", "scope": "user", "name": "alice", "monthly_usd": 10.0})
+    assert (await api.get("/metrics", headers=mint("alice"))).status_code == 403
+    response = await api.get("/metrics", headers=mint("root", admin=True))
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(response.text) for s in family.samples}
+    rate = 0.0416 + 0.008 + 0.005  # the live box; the others ended days ago
+    assert samples[("onebox_spend_hourly_usd", (("provider", "aws"),))] == pytest.approx(rate)
+    assert samples[("onebox_budget_limit_usd", (("name", "alice"), ("scope", "user")))] == 10.0
+    # alice's live box has run 2.1 h this month (her older history falls in this month or the last)
+    spent = samples[("onebox_budget_spent_usd", (("name", "alice"), ("scope", "user")))]
+    assert spent >= 2.1 * rate * 0.99
+    assert samples[("onebox_budget_used_ratio", (("name", "alice"), ("scope", "user")))] == pytest.approx(spent / 10)
+    everyone = sum(v for (name, _), v in samples.items() if name == "onebox_spend_month_to_date_usd")
+    assert everyone >= spent
