@@ -149,6 +149,11 @@ def hourly_now(items: Iterable[Segment]) -> float:
     return sum(s.usd_per_hour for s in items if s.current)
 
 
+def rate_at(items: Iterable[Segment], moment: dt.datetime) -> float:
+    """What the records cost per hour at ``moment`` (the segments covering it; at the present, the open ones)."""
+    return sum(s.usd_per_hour for s in items if s.start <= moment < s.end or (s.current and s.end == moment))
+
+
 def running_rate(record: Record, book: PriceBook, at: dt.datetime) -> float | None:
     """What an instance costs per hour while running (compute, disk, public IP); None when its
     compute price is unknown. The projection of a create or a start multiplies this."""

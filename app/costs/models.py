@@ -81,6 +81,8 @@ class CostReport(BaseModel):
     granularity: Literal["day", "month"]
     currency: Literal["USD"] = "USD"
     total_usd: float
+    hourly_usd: float = Field(description="what the report's instances and snapshots cost per hour at `to`: with "
+                                          "total_usd, a forecast")
     items: list[CostItem]
     unpriced: list[str] = Field(description="provider/region/machine_type with no known price (counted as 0)")
 

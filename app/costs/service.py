@@ -120,6 +120,7 @@ class CostService:
         rows = reports.rows(items, start, end, group_by, granularity)
         return CostReport(from_=start, to=end, group_by=group_by, granularity=granularity,
                           total_usd=round_usd(ledger.total(items, start, end)),
+                          hourly_usd=round_usd(ledger.rate_at(items, end)),
                           items=[CostItem(**reports.rounded(r)) for r in rows], unpriced=reports.unpriced(items))
 
     async def _book(self) -> PriceBook:

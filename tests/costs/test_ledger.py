@@ -134,6 +134,12 @@ def test_hourly_now_and_running_rate():
     assert hourly_now(segments(stopped, PriceBook(), at(5))) == pytest.approx(0.008)
     gone = record(history=STOP_START)
     assert hourly_now(segments(gone, PriceBook(), LATER)) == 0
+    # the rate at any moment of the history
+    items = segments(gone, PriceBook(), LATER)
+    assert ledger.rate_at(items, at(5)) == pytest.approx(0.0416 + 0.008 + 0.005)  # running
+    assert ledger.rate_at(items, at(20)) == pytest.approx(0.008)  # stopped: the disk
+    assert ledger.rate_at(items, at(0.5)) == 0  # pending
+    assert ledger.rate_at(segments(running, PriceBook(), at(5)), at(5)) == pytest.approx(0.0416 + 0.008 + 0.005)
 
 
 def test_records_without_a_history_are_costed_from_their_creation():
