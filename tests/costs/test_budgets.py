@@ -154,3 +154,14 @@ class TestAdminRoutes:
         assert (await api.get("/v1/admin/prices", headers=admin)).json()["overrides"] == []
         audit = (await api.get("/v1/admin/audit", headers=admin)).json()
         assert [a["action"] for a in audit[:2]] == ["price.unset", "price.set"]
+
+
+async def test_the_catalog_shows_the_price_the_ledger_charges(api, mint):
+    async def local_price():
+        catalog = (await api.get("/v1/catalog", headers=mint("alice"))).json()
+        [local] = [p for p in catalog["providers"] if p["name"] == "local"]
+        return local["regions"][0]["machine_types"][0]["hourly_usd"]
+
+    assert await local_price() == 0.0
+    await price_local(api, mint, 0.75)
+    assert await local_price() == 0.75
