@@ -133,7 +133,7 @@ async def unset_price(provider: Part, region: Part, machine_type: Part, admin: A
 
 @admin_router.get("/teams/{team}", response_model=TeamMembership, operation_id="get_team")
 async def get_team(team: TeamName, admin: AdminUser, costs: Costs) -> TeamMembership:
-    return TeamMembership(team=team, members=await costs.repo.team_members(team))
+    return TeamMembership(team=team, members=await costs.members(team))
 
 
 @admin_router.put("/teams/{team}/members/{user}", response_model=TeamMembership, operation_id="add_team_member")
@@ -157,23 +157,13 @@ async def remove_team_member(team: TeamName, user: UserName, admin: AdminUser, c
 # (app.costs.metrics.cost_families) join that endpoint and this route goes. Admins only: the gauges
 # name users and teams.
 
-metrics_router = APIRouter(route_class=DeadlineRoute, tags=["metrics"])
+metrics_router = APIRouter(route_class=DeadlineRoute, tags=["metrics"],
+                           responses={**PROBLEM_RESPONSES, 403: {"description": "not an admin"}})
 
 
 @metrics_router.get("/metrics", response_class=Response, operation_id="prometheus_metrics",
                     responses={200: {"content": {"text/plain": {}}}})
 async def prometheus_metrics(admin: AdminUser, costs: Costs) -> Response:
     """Prometheus text format: this process's default metrics and the cost gauges (computed now)."""
-    from prometheus_client import REGISTRY, CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-
-    from app.costs.metrics import cost_families
-
-    families = await cost_families(costs.services)
-
-    class Snapshot:
-        def collect(self):
-            return families
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(Snapshot())
-    return Response(generate_latest(REGISTRY) + generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    body, media_type = await costs.prometheus()
+    return Response(body, media_type=media_type)

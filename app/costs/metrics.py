@@ -57,3 +57,18 @@ async def cost_families(services) -> list[Metric]:
         reserved.add_metric(labels, st.reserved_usd)
         ratio.add_metric(labels, st.used_percent / 100)
     return [month_to_date, per_hour, limit, used, reserved, ratio]
+
+
+async def exposition(services) -> tuple[bytes, str]:
+    """The interim ``GET /metrics`` answer: this process's default metrics, then the cost gauges."""
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+    families = await cost_families(services)
+
+    class Computed:
+        def collect(self):
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Computed())
+    return generate_latest(REGISTRY) + generate_latest(registry), CONTENT_TYPE_LATEST
