@@ -27,7 +27,9 @@ class AuditEntry(BaseModel):
 
 
 class QuotaUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"max_instances": 20, "max_vcpus": 128}]})
+    # strict: JSON false or "3" is not a limit (found by fuzzing the admin routes with an admin token)
+    model_config = ConfigDict(extra="forbid", strict=True,
+                              json_schema_extra={"examples": [{"max_instances": 20, "max_vcpus": 128}]})
 
     max_instances: int | None = Field(default=None, ge=0, le=100_000)
     max_vcpus: int | None = Field(default=None, ge=0, le=1_000_000)

@@ -11,6 +11,7 @@ from app.api.deps import PROBLEM_RESPONSES, Costs, DeadlineRoute
 from app.audit import Audit
 from app.auth.deps import AdminUser, CurrentUser
 from app.costs import reports
+from app.instances.models import ProviderName
 from app.costs.models import (TEAM_NAME, BudgetOverview, BudgetStatus, BudgetUpdate, CostReport, GroupBy,
                               PricePublic, PricesPublic, PriceUpdate, TeamMembership)
 
@@ -113,7 +114,7 @@ async def list_prices(admin: AdminUser, costs: Costs) -> PricesPublic:
 
 
 @admin_router.put("/prices/{provider}/{region}/{machine_type}", response_model=PricePublic, operation_id="set_price")
-async def set_price(provider: Part, region: Part, machine_type: Part, body: PriceUpdate, admin: AdminUser,
+async def set_price(provider: ProviderName, region: Part, machine_type: Part, body: PriceUpdate, admin: AdminUser,
                     costs: Costs, audit: Audit) -> PricePublic:
     """Price one machine type in one region from now on (hours before keep the price they had)."""
     price = await costs.set_price(admin, provider, region, machine_type, body.hourly_usd)
@@ -123,7 +124,7 @@ async def set_price(provider: Part, region: Part, machine_type: Part, body: Pric
 
 @admin_router.delete("/prices/{provider}/{region}/{machine_type}", response_model=PricePublic,
                      operation_id="unset_price")
-async def unset_price(provider: Part, region: Part, machine_type: Part, admin: AdminUser, costs: Costs,
+async def unset_price(provider: ProviderName, region: Part, machine_type: Part, admin: AdminUser, costs: Costs,
                       audit: Audit) -> PricePublic:
     """Back to the price sheet's price from now on."""
     price = await costs.set_price(admin, provider, region, machine_type, None)

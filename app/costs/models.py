@@ -23,7 +23,7 @@ class InstanceCost(BaseModel):
 
 
 class BudgetUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
         "examples": [{"monthly_usd": 500, "warn_at_percent": 80, "on_exhausted": "stop"}]})
 
     monthly_usd: float = Field(gt=0, le=10_000_000, description="the budget for each calendar month (UTC), in USD")
@@ -88,7 +88,7 @@ class CostReport(BaseModel):
 
 
 class PriceUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"hourly_usd": 0.25}]})
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"hourly_usd": 0.25}]})
 
     hourly_usd: float = Field(ge=0, le=100_000, description="compute price per hour from now on")
 
