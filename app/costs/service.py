@@ -49,23 +49,24 @@ class CostService:
         record = Record(id=instance_id, kind="instance", provider=body.provider, region=body.region,
                         machine_type=body.machine_type, disk_gb=body.disk_gb or DEFAULT_DISK_GB,
                         owner=principal.subject, transitions=())
+        book = await self.repo.price_book()
         # ttl_seconds / expires_at: the lifecycle's TTL, when the request carries one.
-        projection = await self._projection(record, getattr(body, "ttl_seconds", None),
-                                            getattr(body, "expires_at", None))
-        return team, await self.keeper.reserve(budgets, await self.repo.price_book(), instance_id, "create", projection)
+        projection = self._projection(record, book, getattr(body, "ttl_seconds", None), getattr(body, "expires_at", None))
+        return team, await self.keeper.reserve(budgets, book, instance_id, "create", projection)
 
     async def check_start(self, doc: dict[str, Any]) -> list[str]:
         """Before a start is queued: the same check for the instance's owner and team (its record's)."""
         budgets = await self.repo.budgets_for(doc["owner"], doc.get("team"))
         if not budgets:
             return []
-        projection = await self._projection(Record.from_doc(doc, "instance"), doc.get("ttl_seconds"),
-                                            doc.get("expires_at"))
-        return await self.keeper.reserve(budgets, await self.repo.price_book(), doc["_id"], "start", projection)
+        book = await self.repo.price_book()
+        projection = self._projection(Record.from_doc(doc, "instance"), book, doc.get("ttl_seconds"),
+                                      doc.get("expires_at"))
+        return await self.keeper.reserve(budgets, book, doc["_id"], "start", projection)
 
-    async def _projection(self, record: Record, ttl_seconds, expires_at) -> Projection:
+    def _projection(self, record: Record, book: PriceBook, ttl_seconds, expires_at) -> Projection:
         now = utcnow()
-        rate = ledger.running_rate(record, await self.repo.price_book(), now)
+        rate = ledger.running_rate(record, book, now)
         if rate is None:
             raise price_unknown(record.provider, record.region, record.machine_type or "")
         hours, basis = horizon(self.settings.budget_min_horizon_hours, now, ttl_seconds=ttl_seconds,
