@@ -77,6 +77,13 @@ def test_onebox_token_command_prints_a_valid_token(tmp_path):
     assert principal.subject == "alice" and principal.is_admin
     claims = jwt.decode(out, options={"verify_signature": False})
     assert 7100 < claims["exp"] - claims["iat"] <= 7200
+    # --team: the team claim of team budgets; a malformed one is refused before anything is minted
+    out = subprocess.run([sys.executable, "-m", "app.cli", "token", "--user", "bob", "--team", "research"],
+                         env=env, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    assert TokenService(Settings(jwt_secret=secret, data_dir=tmp_path)).verify_user(out).team == "research"
+    bad = subprocess.run([sys.executable, "-m", "app.cli", "token", "--user", "bob", "--team", "no team"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--team must match" in bad.stderr
 
 
 def test_the_team_claim_is_read_strictly(tmp_path):
