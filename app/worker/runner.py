@@ -82,12 +82,15 @@ class Worker:
 
         watch = BudgetWatch(self.services, self.worker_id)
         while not stop.is_set():
+            # first wait, then check: a worker that starts has jobs to claim before budgets to read
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.services.settings.budget_check_seconds)
+            if stop.is_set():
+                return
             try:
                 await watch.run_once()
             except Exception as exc:  # noqa: BLE001 - one failed pass must not stop the next
                 log.warning("budget watch pass failed: %s", type(exc).__name__)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.services.settings.budget_check_seconds)
 
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.services.settings
