@@ -79,10 +79,13 @@ def _server_logging(ctx: typer.Context) -> None:
 
 
 def _configuration_errors(run: Any) -> Any:
-    """Configuration errors (ValueError from the settings): say what to fix, no traceback, exit 2."""
+    """Configuration errors (ValueError from the settings, an embedded database that cannot start): say what
+    to fix, no traceback, exit 2."""
+    from app.embedded_db import EmbeddedDatabaseError
+
     try:
         return run()
-    except ValueError as exc:
+    except (ValueError, EmbeddedDatabaseError) as exc:
         print(f"onebox: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
 
@@ -90,7 +93,8 @@ def _configuration_errors(run: Any) -> Any:
 def _embedded(settings):
     from app.embedded_db import EmbeddedDatabase
 
-    return EmbeddedDatabase(settings.ferretdb_binary, settings.embedded_db_address, settings.data_dir / "ferretdb")
+    return EmbeddedDatabase(settings.embedded_db_home, settings.embedded_db_address, settings.data_dir / "db",
+                            cache_mb=settings.embedded_db_cache_mb, heap_mb=settings.embedded_db_heap_mb)
 
 
 @cli.command(rich_help_panel=SERVER_PANEL)
@@ -208,7 +212,8 @@ def db(ctx: typer.Context) -> None:
         from app.settings import get_settings
 
         database = _embedded(get_settings()).start()
-        print(f"FerretDB at {database.url()} (data in {database.data_dir}); Ctrl-C stops it", flush=True)
+        print(f"the embedded database at {database.url()} (data in {database.data_file}); Ctrl-C stops it",
+              flush=True)
         try:
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
         finally:

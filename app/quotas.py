@@ -2,7 +2,7 @@
 
 A quota is a set of numbered slots per user and kind (``alice:instances:0``
 … ``alice:instances:<limit-1>``). Taking one is an insert against the unique
-``_id``, the one operation MongoDB and FerretDB both make atomic, so however
+``_id``, the one operation every MongoDB-wire server makes atomic, so however
 many requests race, no more slots than the limit can ever be held: 20
 parallel creates at a limit of 5 give exactly 5. A request that cannot get
 every slot it needs gives back the ones it got; free slots are tried in a

@@ -3,10 +3,10 @@
 A job lives inside the document it works on (``instance.job`` or
 ``snapshot.job``), so the record and its job are written together in one
 single-document write, with no transaction. Claiming must be exclusive on
-every backend, and FerretDB v1 runs ``find_one_and_update`` as a read and a
-later whole-document write, so two workers could both "win" it. The one
-operation both MongoDB and FerretDB make atomic is an insert against a
-unique index; so a worker claims generation ``n+1`` of a job by inserting
+every backend, including servers that run ``find_one_and_update`` as a read
+and a later whole-document write (so that two workers could both "win" it).
+The one operation every MongoDB-wire server makes atomic is an insert
+against a unique index; so a worker claims generation ``n+1`` of a job by inserting
 ``<job id>:<n+1>`` into the ``claims`` collection. Only the winner of that
 insert writes the lease (owner, expiry, a fresh claim token) into the
 document; it renews the lease while it works.
@@ -109,9 +109,9 @@ class Claim:
         if doc is not None:
             self.doc = doc
             return doc
-        held = await retry_while_down(lambda: self.queue.collection.count_documents(self._guard(), limit=1),
+        held = await retry_while_down(lambda: self.queue.collection.find_one(self._guard(), {"_id": 1}),
                                       deadline=self.lease_deadline, what=f"a read of {self.id}")
-        if held == 0:
+        if held is None:
             raise LeaseLost(self.id)
         return None
 

@@ -102,3 +102,22 @@ def test_the_team_claim_is_read_strictly(tmp_path):
     by_group = TokenService(Settings(jwt_secret="s" * 40, data_dir=tmp_path, jwt_team_claim="org_unit"))
     principal = by_group.verify_user(by_group.mint("ann", extra={"org_unit": "ml", "team": "ignored"}))
     assert principal.team == "ml"
+
+
+def test_a_remembered_agent_token_still_expires(tmp_path):
+    """Verified agent tokens are remembered to spare the signature check, never past their exp."""
+    import time as clock
+
+    from app.auth.tokens import AGENT_TOKEN_TYPE
+
+    tokens = TokenService(Settings(jwt_secret="s" * 40, jwt_leeway_seconds=0, data_dir=tmp_path))
+    short = tokens.mint("i-1", typ=AGENT_TOKEN_TYPE, audience=tokens.agent_audience, role="agent",
+                        ttl=dt.timedelta(seconds=2), extra={"jti": "j1"})
+    assert tokens.verify_agent(short).instance_id == "i-1"
+    assert tokens.verify_agent(short).instance_id == "i-1"  # from memory
+    clock.sleep(2.5)
+    with pytest.raises(InvalidToken):
+        tokens.verify_agent(short)
+    tampered = short[:-2] + ("A" if short[-2] != "A" else "B") + short[-1]
+    with pytest.raises(InvalidToken):
+        tokens.verify_agent(tampered)  # a different text is verified afresh
