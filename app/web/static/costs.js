@@ -9,14 +9,14 @@ const DAY = 86_400_000;
 
 export function usd(value, digits) {
   if (value === null || value === undefined) return "—";
-  const places = digits ?? (Math.abs(value) >= 100 ? 0 : Math.abs(value) >= 1 ? 2 : 4);
+  const places = digits ?? (value === 0 || Math.abs(value) >= 1 ? 2 : 4); // small sums keep their digits
   return `$${value.toLocaleString("en-US", { minimumFractionDigits: places, maximumFractionDigits: places })}`;
 }
 
 // The "Cost" line of an instance's facts.
 export function costFacts(h, cost) {
   if (!cost) return null;
-  const rate = cost.hourly_usd === null ? "price unknown" : cost.hourly_usd === 0 ? "nothing now" : `${usd(cost.hourly_usd)}/h now`;
+  const rate = cost.hourly_usd === null ? "price unknown" : `${usd(cost.hourly_usd)}/h now`;
   return [h("dt", {}, "Cost"), h("dd", { id: "instance-cost" },
     h("span", { class: "mono", dataset: { testid: "cost-to-date" } }, usd(cost.to_date_usd)), " so far · ",
     h("span", { class: "mono", dataset: { testid: "cost-hourly" } }, rate),
