@@ -124,6 +124,13 @@ class Database:
         self.budget_reservations = self.db["budget_reservations"]
         self.budget_alerts = self.db["budget_alerts"]
         self.team_members = self.db["team_members"]
+        # QA runs (app/qa): runs with their jobs, results kept for baselines and comparisons, admin baselines,
+        # one lock per instance under test, cancel requests.
+        self.qa_runs = self.db["qa_runs"]
+        self.qa_results = self.db["qa_results"]
+        self.qa_baselines = self.db["qa_baselines"]
+        self.qa_locks = self.db["qa_locks"]
+        self.qa_cancel_requests = self.db["qa_cancel_requests"]
 
     async def ensure_indexes(self) -> None:
         await self.instances.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
@@ -148,6 +155,12 @@ class Database:
         await self.team_members.create_index([("team", ASCENDING)])
         await self.budget_alerts.create_index([("webhook.status", ASCENDING), ("webhook.next_attempt_at", ASCENDING)])
         await self.instances.create_index([("team", ASCENDING)])
+        await self.qa_runs.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
+        await self.qa_runs.create_index([("job.not_before", ASCENDING)])
+        await self.qa_results.create_index([("suite", ASCENDING), ("check", ASCENDING), ("provider", ASCENDING),
+                                            ("machine_type", ASCENDING), ("at", DESCENDING)])
+        await self.qa_results.create_index([("run_id", ASCENDING)])
+        await self.qa_locks.create_index([("run_id", ASCENDING)])
 
     async def ping(self, timeout: float = 2.0) -> bool:
         try:

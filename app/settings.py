@@ -155,6 +155,20 @@ class Settings(BaseSettings):
     goofys_sha256: str | None = None
     goofys_buckets: list[GoofysBucket] = Field(default_factory=list, description="JSON list of {bucket, mountpoint, endpoint?}")
 
+    # --- QA runs (app/qa) ---------------------------------------------------
+    qa_baseline_runs: int = Field(default=5, ge=1, le=100, description="a derived baseline is the median of this "
+                                                                       "many latest passed runs")
+    qa_baseline_min_runs: int = Field(default=3, ge=1, le=100, description="passed runs needed before a baseline "
+                                                                           "is derived from them")
+    qa_host_address: str | None = Field(default=None, description="onebox's host as instances reach it: the far "
+                                                                  "end of a one-instance network test (unset: "
+                                                                  "127.0.0.1 for local instances, skipped elsewhere)")
+    qa_iperf3_port: int = Field(default=5201, ge=1024, le=65535, description="the iperf3 server's port on an instance")
+    qa_prepare_timeout_seconds: float = Field(default=900.0, gt=0, description="installing a run's tools (Ansible)")
+    qa_install: Literal["when_missing", "always"] = Field(
+        default="when_missing", description="when a run's tools are installed with playbooks/qa.yml: only when one "
+                                            "is missing on an instance, or on every run")
+
     # --- worker -------------------------------------------------------------
     worker_concurrency: int = 8
     lease_seconds: float = 30.0

@@ -1,4 +1,4 @@
-"""The lifecycle of instances and snapshots: one pure table each.
+"""The lifecycle of instances, snapshots and QA runs: one pure table each.
 
 Every change of ``status`` in onebox goes through ``check_transition``; the
 worker and the API never write a status the table does not allow. The tables
@@ -52,6 +52,22 @@ class SnapshotStatus(_DocumentedStatus):
     DELETED = "deleted", "Gone from the cloud; the record is kept."
 
 
+class QaRunStatus(_DocumentedStatus):
+    PENDING = "pending", "Stored and queued; no worker has started the suite yet."
+
+    RUNNING = "running", "A worker is installing the tools and running the suite's checks on the instances."
+
+    PASSED = "passed", "Every check passed (or was skipped, with its reason); the run's files and processes are gone."
+
+    FAILED = "failed", ("At least one check failed: a pass/fail check did not hold, or a measurement fell below "
+                        "its baseline by more than its tolerance. Each result says which and by how much.")
+
+    ERROR = "error", ("The suite could not be carried out (an instance unreachable, a tool that could not be "
+                      "installed or crashed); ``error`` says why and at which step.")
+
+    CANCELLED = "cancelled", "Its owner cancelled it; its processes were stopped and its files removed."
+
+
 I = InstanceStatus
 INSTANCE_TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {
     I.PENDING: frozenset({I.PROVISIONING, I.FAILED}),
@@ -71,6 +87,17 @@ SNAPSHOT_TRANSITIONS: dict[SnapshotStatus, frozenset[SnapshotStatus]] = {
     S.DELETING: frozenset({S.DELETED}),
     S.DELETED: frozenset(),
 }
+
+Q = QaRunStatus
+QA_RUN_TRANSITIONS: dict[QaRunStatus, frozenset[QaRunStatus]] = {
+    Q.PENDING: frozenset({Q.RUNNING, Q.ERROR, Q.CANCELLED}),
+    Q.RUNNING: frozenset({Q.PASSED, Q.FAILED, Q.ERROR, Q.CANCELLED}),
+    Q.PASSED: frozenset(),
+    Q.FAILED: frozenset(),
+    Q.ERROR: frozenset(),
+    Q.CANCELLED: frozenset(),
+}
+QA_RUN_FINAL_STATUSES = frozenset(s for s, targets in QA_RUN_TRANSITIONS.items() if not targets)
 
 # Instances whose cloud resources may exist and cost money.
 LIVE_INSTANCE_STATUSES = frozenset({I.PENDING, I.PROVISIONING, I.CONFIGURING, I.RUNNING, I.DELETING})

@@ -18,6 +18,7 @@ from app.lifecycle.delete_requests import DELETE_REQUEST_JOBS
 from app.lifecycle.engine import JobContext, run_job
 from app.lifecycle.instance_jobs import INSTANCE_JOBS
 from app.lifecycle.snapshot_jobs import SNAPSHOT_JOBS
+from app.qa.jobs import QA_JOBS
 from app.services import Services
 from app.worker.jobs import Claim, JobQueue, LeaseLost
 
@@ -35,6 +36,7 @@ class Worker:
             (JobQueue(db.delete_requests, db.claims, self.worker_id, lease), DELETE_REQUEST_JOBS),
             (JobQueue(db.instances, db.claims, self.worker_id, lease), INSTANCE_JOBS),
             (JobQueue(db.snapshots, db.claims, self.worker_id, lease), SNAPSHOT_JOBS),
+            (JobQueue(db.qa_runs, db.claims, self.worker_id, lease), QA_JOBS),
         ]
         self._tasks: set[asyncio.Task] = set()
         self._stopping = asyncio.Event()  # replaced by run()'s stop event

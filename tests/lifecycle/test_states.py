@@ -8,6 +8,9 @@ import pytest
 
 from app.lifecycle.states import (
     INSTANCE_TRANSITIONS,
+    QA_RUN_FINAL_STATUSES,
+    QA_RUN_TRANSITIONS,
+    QaRunStatus as Q,
     SNAPSHOT_TRANSITIONS,
     InstanceStatus as I,
     SnapshotStatus as S,
@@ -28,6 +31,11 @@ ALLOWED_SNAPSHOT = {
     (S.DELETING, S.DELETED),
 }
 
+ALLOWED_QA_RUN = {
+    (Q.PENDING, Q.RUNNING), (Q.PENDING, Q.ERROR), (Q.PENDING, Q.CANCELLED),
+    (Q.RUNNING, Q.PASSED), (Q.RUNNING, Q.FAILED), (Q.RUNNING, Q.ERROR), (Q.RUNNING, Q.CANCELLED),
+}
+
 
 @pytest.mark.parametrize("current,target", sorted(itertools.product(I, I)))
 def test_instance_transition(current, target):
@@ -46,10 +54,21 @@ def test_snapshot_transition(current, target):
     assert can_transition(current, target, SNAPSHOT_TRANSITIONS) is allowed
 
 
+@pytest.mark.parametrize("current,target", sorted(itertools.product(Q, Q)))
+def test_qa_run_transition(current, target):
+    allowed = (current, target) in ALLOWED_QA_RUN
+    assert can_transition(current, target, QA_RUN_TRANSITIONS) is allowed
+
+
+def test_qa_run_final_statuses():
+    assert QA_RUN_FINAL_STATUSES == {Q.PASSED, Q.FAILED, Q.ERROR, Q.CANCELLED}
+
+
 def test_every_state_is_in_the_table_and_documented():
     assert set(INSTANCE_TRANSITIONS) == set(I)
     assert set(SNAPSHOT_TRANSITIONS) == set(S)
-    for status in [*I, *S]:
+    assert set(QA_RUN_TRANSITIONS) == set(Q)
+    for status in [*I, *S, *Q]:
         assert status.__doc__ and status.__doc__ != type(status).__doc__
 
 

@@ -4,6 +4,7 @@
 import { api, ApiError, query, session, setUnauthorizedHandler, streamEvents } from "./api.js";
 import { lineChart, sparkline } from "./charts.js";
 import { costFacts, costsPage } from "./costs.js";
+import { qaPage, qaRunPage } from "./qa.js";
 
 const STATUSES = ["pending", "provisioning", "configuring", "running", "failed", "deleting", "deleted"];
 const PAGE_SIZE = 20;
@@ -120,6 +121,7 @@ function layout(active, content) {
       f.instances_ui ? link("new", "#/instances/new", "New instance", "+") : null,
       f.snapshots ? link("snapshots", "#/snapshots", "Snapshots", "◷") : null,
       link("costs", "#/costs", "Costs", "$"),
+      link("qa", "#/qa", "QA runs", "✓"),
       h("a", { href: "/docs", class: "nav-item", target: "_blank", rel: "noopener" }, h("span", { class: "nav-icon" }, "⌘"), "API docs")),
     h("div", { class: "whoami" },
       h("div", { class: "muted small" }, "Signed in as"),
@@ -145,7 +147,8 @@ async function render() {
     if (parts[0] === "instances" && parts[1] === "new" && f.instances_ui) return createPage(params);
     if (parts[0] === "instances" && parts[1] && f.instances_ui) return detailPage(parts[1]);
     if (parts[0] === "snapshots" && f.snapshots) return snapshotsPage();
-    if (parts[0] === "costs") return costsPage({ h, fill, layout, every, errorBanner, toast });
+    if (parts[0] === "costs") return costsPage(pageKit());
+    if (parts[0] === "qa") return parts[1] ? qaRunPage(pageKit(), parts[1]) : qaPage(pageKit(), params);
     if ((parts[0] === "instances" || parts.length === 0) && f.instances_ui) return listPage(params);
     if (parts.length === 0 && f.snapshots) return navigate("#/snapshots");
     layout(null, h("section", { class: "page" }, h("h1", {}, "Nothing here"),
@@ -153,6 +156,11 @@ async function render() {
   } catch (error) {
     layout(null, errorBanner(error));
   }
+}
+
+// What pages kept in modules of their own (qa.js, costs.js) build with: the same helpers as the pages here.
+function pageKit() {
+  return { h, fill, layout, badge, timeCell, toast, every, errorBanner, navigate, field, showProblem, cleanups };
 }
 
 // --- sign-in ---------------------------------------------------------------------------------------
