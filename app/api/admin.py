@@ -23,7 +23,7 @@ class AuditEntry(BaseModel):
     target_type: str
     target_id: str
     address: str | None = None
-    detail: dict[str, str] | None = None  # e.g. the rule an automatic action (budget, reaper) followed
+    detail: dict[str, str | None] | None = Field(default=None, description="e.g. the rule an automatic action (a policy, a budget, the reaper) followed")
 
 
 class QuotaUpdate(BaseModel):

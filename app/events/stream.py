@@ -21,7 +21,9 @@ The contract, for frontends (also in the README):
   ``failed`` with no job left and no delete waiting to be carried out (a
   failed instance can still be deleted later; a new stream would show that).
   Every event written up to the final transition (its own ``status`` event
-  included) is sent before ``end``.
+  included) is sent before ``end``. ``running`` and ``stopped`` are steady but
+  not final: a stop, start, reboot or a policy may move the instance on at any
+  time, so the stream stays open (until ``events_stream_max_seconds``).
 * ``event: reconnect`` — the stream reached ``events_stream_max_seconds``
   (a token is checked once per connection, so streams do not outlive it by
   long); reconnect with ``Last-Event-ID``.
@@ -53,6 +55,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from app.clock import as_utc
+from app.lifecycle.states import FINAL_INSTANCE_STATUSES
 from app.services import Services
 
 CURSOR_RE = re.compile(r"^(0|(\d{1,16})-([0-9a-f]{24}))$")
@@ -100,7 +103,8 @@ def _json_default(value: Any) -> Any:
 
 
 def is_final(doc: dict[str, Any], delete_pending: bool) -> bool:
-    return doc["status"] == "deleted" or (doc["status"] == "failed" and doc.get("job") is None and not delete_pending)
+    return doc["status"] in FINAL_INSTANCE_STATUSES or (
+        doc["status"] == "failed" and doc.get("job") is None and not delete_pending)
 
 
 @dataclass(frozen=True)

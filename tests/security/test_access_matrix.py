@@ -43,7 +43,7 @@ def owns_a_resource(path: str) -> bool:
     return "{instance_id}" in path or "{snapshot_id}" in path or "{run_id}" in path
 
 
-async def make_world(services):
+async def make_world(services, status: str = "running"):
     now = utcnow()
     ids = {}
     for who in ("own", "other"):
@@ -52,7 +52,7 @@ async def make_world(services):
         await services.db.instances.insert_one({
             "_id": instance_id, "owner": "alice" if who == "own" else "carol", "name": "box", "provider": "local",
             "region": "local", "zone": None, "machine_type": "local", "image": None, "snapshot_id": None,
-            "disk_gb": 20, "ssh_user": "alice", "ssh_public_key": SSH_KEY, "labels": {}, "status": "running",
+            "disk_gb": 20, "ssh_user": "alice", "ssh_public_key": SSH_KEY, "labels": {}, "status": status,
             "error": None, "created_at": now, "updated_at": now, "job": None, "agent_jti_hash": jti_hash,
             "public_ip": "127.0.0.99", "ssh_port": 2222, "ssh_host_keys": ["[127.0.0.99]:2222 ssh-ed25519 AAAA"]})
         ids[who] = (instance_id, token)
@@ -94,7 +94,11 @@ def headers_for(caller: str, services, ids) -> dict:
 
 
 def body_for(method: str, path: str, instance_id: str) -> dict | None:
+    if method == "PATCH" and path == "/v1/instances/{instance_id}":
+        return {"ttl_seconds": 3600}
     if method not in ("POST", "PUT"):
+        return None
+    if path.endswith(("/stop", "/start", "/reboot")):
         return None
     if path == "/v1/instances":
         return {"name": "n", "provider": "local", "region": "local", "machine_type": "local", "ssh_user": "alice",
@@ -111,6 +115,8 @@ def body_for(method: str, path: str, instance_id: str) -> dict | None:
         return {"hourly_usd": 0.5}
     if path.startswith("/v1/admin/teams"):
         return None
+    if path.startswith("/v1/admin/policies"):
+        return {"max_ttl_seconds": 3600}
     if path == "/v1/qa-runs":
         return {"suite": "cpu", "instances": [instance_id], "params": {"cpu_seconds": 1}}
     if path.startswith("/v1/admin/qa-baselines"):
@@ -147,7 +153,7 @@ def expected(caller: str, method: str, path: str) -> set[int]:
 @pytest.mark.parametrize("method,path", user_routes())
 async def test_cell(method, path, caller, api, services):
     assert kind_of(path) in ("user", "admin", "agent", "public", "dev")
-    ids, snapshot_id = await make_world(services)
+    ids, snapshot_id = await make_world(services, "stopped" if path.endswith("/start") else "running")
     instance_id = ids["own"][0]
     url = path.replace("{instance_id}", instance_id).replace("{snapshot_id}", snapshot_id).replace("{user}", "alice")
     url = url.replace("{team}", "research").replace("{provider}/{region}/{machine_type}", "local/local/local")
