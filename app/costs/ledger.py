@@ -59,7 +59,8 @@ class Record:
                  disk_gb: float | None = None) -> "Record":
         history = doc.get("transitions") or []
         if history:
-            steps = tuple(sorted((as_utc(t["at"]), t["to"]) for t in history))
+            # by time only: entries of the same instant (milliseconds, as stored) keep the order they were recorded in
+            steps = tuple(sorted(((as_utc(t["at"]), t["to"]) for t in history), key=lambda step: step[0]))
         else:  # a record older than the recorded history: costed from its creation in its current status
             steps = ((as_utc(doc["created_at"]), doc["status"]),)
         return cls(id=doc["_id"], kind=kind, provider=doc["provider"], region=doc["region"],

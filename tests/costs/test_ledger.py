@@ -161,3 +161,26 @@ def test_periods_are_utc_days_and_months_clipped_to_the_window():
     items = segments(record(history=STOP_START), PriceBook(), LATER)
     assert sum(ledger.total(items, p.start, p.end) for p in periods(T0, LATER, "day")) == \
         pytest.approx(ledger.total(items, T0, LATER))
+
+
+def test_compute_is_charged_in_the_lifecycles_own_states():
+    from app.lifecycle.states import InstanceStatus
+
+    names = {s.value for s in InstanceStatus}
+    assert ledger.COMPUTE_STATES <= names, "every compute state is one the lifecycle writes"
+    assert ledger.COMPUTE_STATES == {"provisioning", "configuring", "running", "stopping", "starting", "rebooting"}
+    assert {"pending", "stopped", "failed", "deleting", "deleted"} == names - ledger.COMPUTE_STATES
+    assert ledger.RESOURCES_GONE <= names and "provisioning" in ledger.RESOURCES_MADE
+
+
+def test_transitions_of_the_same_instant_keep_their_recorded_order():
+    at = dt.datetime(2026, 11, 2, tzinfo=dt.timezone.utc)
+    steps = ["pending", "provisioning", "running", "stopping", "stopped"]
+    doc = {"_id": "i-1", "provider": "local", "region": "local", "machine_type": "local", "disk_gb": 20, "owner": "a",
+           "created_at": at, "status": "stopped",
+           "transitions": [{"from": None, "to": "pending", "at": at}]
+           + [{"from": a, "to": b, "at": at} for a, b in zip(steps, steps[1:])]}
+    record = Record.from_doc(doc, "instance")
+    assert record.transitions[-1] == (at, "stopped")
+    book = PriceBook([Override("local", "local", "local", 1.0, at)])
+    assert hourly_now(segments(record, book, at + dt.timedelta(hours=1))) == 0, "stopped, not stopping"
