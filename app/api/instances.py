@@ -127,10 +127,11 @@ async def stop_instance(instance_id: str, user: CurrentUser, instances: Instance
 
 
 @router.post("/{instance_id}/start", status_code=202, response_model=InstancePublic, operation_id="start_instance",
-             responses=WRONG_STATUS)
+             responses={**WRONG_STATUS, 402: {"description": "over a budget (`budget_exceeded`, the same body as a "
+                                                             "create's), or no known price (`price_unknown`)"}})
 async def start_instance(instance_id: str, user: CurrentUser, instances: Instances, audit: Audit) -> InstancePublic:
     """Start a stopped instance. Status goes `starting`, then `running` with its public IP read again;
-    configuration is not run again (the agent comes back by itself)."""
+    configuration is not run again (the agent comes back by itself). Checked against your budgets first."""
     return await _act("start", instance_id, user, instances, audit)
 
 

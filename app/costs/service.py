@@ -22,6 +22,8 @@ from app.costs.prices import Override, PriceBook
 from app.costs.repository import CostRepository
 from app.costs.teams import team_of
 from app.lifecycle.specs import DEFAULT_DISK_GB
+from app.policies.rules import ttl_deadline
+from app.policies.service import LifecycleSettings, PolicyService
 from app.problems import Problem, field_problem, not_found
 from app.services import Services
 from providers.base import ProviderError
@@ -46,31 +48,43 @@ class CostService:
         budgets = await self.repo.budgets_for(principal.subject, team)
         if not budgets:
             return team, []
+        now = utcnow()
         record = Record(id=instance_id, kind="instance", provider=body.provider, region=body.region,
                         machine_type=body.machine_type, disk_gb=body.disk_gb or DEFAULT_DISK_GB,
                         owner=principal.subject, transitions=())
+        own = {"ttl_seconds": getattr(body, "ttl_seconds", None), "expires_at": getattr(body, "expires_at", None),
+               "ttl_set_at": now}
         book = await self.repo.price_book()
-        # ttl_seconds / expires_at: the lifecycle's TTL, when the request carries one.
-        projection = self._projection(record, book, getattr(body, "ttl_seconds", None), getattr(body, "expires_at", None))
+        projection = self._projection(record, book, await self._run_deadline(principal.subject, own, now, now), now)
         return team, await self.keeper.reserve(budgets, book, instance_id, "create", projection)
 
     async def check_start(self, doc: dict[str, Any]) -> list[str]:
-        """Before a start is queued: the same check for the instance's owner and team (its record's)."""
+        """Before a start is queued: the same check for the instance's owner and team (its record's);
+        402 ``budget_exceeded`` when it does not fit, which an exhausted budget never does."""
         budgets = await self.repo.budgets_for(doc["owner"], doc.get("team"))
         if not budgets:
             return []
+        now = utcnow()
+        own = await LifecycleSettings(self.services).get(doc["_id"])
         book = await self.repo.price_book()
-        projection = self._projection(Record.from_doc(doc, "instance"), book, doc.get("ttl_seconds"),
-                                      doc.get("expires_at"))
+        deadline = await self._run_deadline(doc["owner"], own, as_utc(doc["created_at"]), now)
+        projection = self._projection(Record.from_doc(doc, "instance"), book, deadline, now)
         return await self.keeper.reserve(budgets, book, doc["_id"], "start", projection)
 
-    def _projection(self, record: Record, book: PriceBook, ttl_seconds, expires_at) -> Projection:
-        now = utcnow()
+    async def _run_deadline(self, owner: str, own: dict[str, Any], created_at: dt.datetime,
+                            now: dt.datetime) -> dt.datetime | None:
+        """When the TTL would end a run starting now: the instance's own TTL under its owner's policy
+        (``app.policies.rules.ttl_deadline``, the scheduler's own reading), or None without one."""
+        policy = await PolicyService(self.services).effective(owner)
+        run = {"created_at": created_at, "transitions": [{"from": "starting", "to": "running", "at": now}]}
+        deadline, _ = ttl_deadline(run, own, policy, self.settings.policy_time_scale)
+        return deadline
+
+    def _projection(self, record: Record, book: PriceBook, deadline: dt.datetime | None, now: dt.datetime) -> Projection:
         rate = ledger.running_rate(record, book, now)
         if rate is None:
             raise price_unknown(record.provider, record.region, record.machine_type or "")
-        hours, basis = horizon(self.settings.budget_min_horizon_hours, now, ttl_seconds=ttl_seconds,
-                               expires_at=expires_at)
+        hours, basis = horizon(self.settings.budget_min_horizon_hours, now, expires_at=deadline)
         return Projection(rate, hours, basis)
 
     async def give_back(self, reservations: list[str]) -> None:

@@ -6,13 +6,21 @@ spend for the month from the ledger and acts:
 
 * at ``warn_at_percent`` (default ``ONEBOX_BUDGET_WARN_PERCENT``, 80): an alert, once per budget
   and month (its ``_id`` is ``<scope>:<name>:<month>:warning``, so a second insert is refused);
-* at 100 %: an ``exhausted`` alert the same way, and the policy: ``stop`` files a stop request,
-  ``delete`` a delete request, for each of the budget's running instances (``delete`` takes every
-  instance that still exists). Requests go through the same queue as a user's own, so they never
-  race one; a request already filed is not filed twice. This is repeated at every pass while the
-  budget stays exhausted — an instance started by an admin's raise of the budget and lowered again,
-  say — and stops once an admin raises the budget or the month ends.
+* at 100 %: an ``exhausted`` alert the same way, and the policy. ``stop`` files a stop request for
+  each of the budget's ``running`` instances (one already stopping or stopped is left alone; one
+  provisioning, starting or rebooting is stopped at the first pass that finds it running): its
+  disks are kept, and go on costing (the ledger charges disk while stopped). ``delete`` files a
+  delete request for every instance that still exists, stopped ones included. The requests go
+  through the lifecycle's own queues (``app.lifecycle.action_requests``, ``…delete_requests``), as a
+  user's and the scheduler's do, so they never race one: an instance with a request already waiting
+  is skipped and looked at again next pass. Each request names the rule ``budget_exhausted``, with
+  the budget and its figures as the reason, and ``requested_by: budget``. This is repeated at every
+  pass while the budget stays exhausted, and ends once an admin raises the budget or the month ends;
+  meanwhile a start is refused (402 ``budget_exceeded``, ``app.costs.budgets``).
 
+Each request is an event (``budget.stop`` / ``budget.delete``, actor ``budget``) and an audit record
+(``instance.stop`` / ``instance.delete``, actor ``budget``, the rule and reason in its detail) written
+once, keyed by the request, whether by this pass or by the dispatcher after a crash.
 Each alert becomes an event on every instance of the budget and an audit record, both with
 ``actor: budget`` and naming the rule, and a webhook delivery (``app.costs.webhook``). The alert
 is stored first and marks itself notified only after its events and audit record are written, so
@@ -29,19 +37,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.audit import record_system_action
-from app.auth.tokens import Principal
 from app.clock import as_utc, utcnow
 from app.costs.budgets import BudgetKeeper, Standing
 from app.costs.repository import CostRepository, scope_filter
 from app.costs.webhook import body_of, deliver_due
 from app.db import is_duplicate_key
-from app.problems import Problem
+from app.lifecycle.action_requests import audit_policy_request, file_action_request
+from app.lifecycle.delete_requests import file_delete_request
 from app.services import Services
 
 log = logging.getLogger("onebox.costs.watch")
 
-ACTOR = "budget"
-BUDGET_PRINCIPAL = Principal(ACTOR, role="system")
+ACTOR = "budget"  # requested_by of the budget's requests, the actor of its events and audit records
+RULE = "budget_exhausted"  # the rule its requests name (the reason names the budget and its figures)
 GONE = ("deleting", "deleted")
 
 
@@ -161,38 +169,30 @@ class BudgetWatch:
             await alerts.update_one({"_id": alert["_id"]}, {"$set": {"notified": True}})
 
     async def _enforce(self, st: Standing, warn_at: float, policy: str, report: WatchReport) -> None:
-        from app.instances.service import request_delete
-
+        """The budget's policy, filed as the scheduler's rules file theirs (``app.policies.checks``): a stop as
+        an action request, a delete as a delete request, each naming the rule ``budget_exhausted`` with the
+        budget's figures as the reason; then an event and the request's audit record (actor ``budget``, once)."""
+        db = self.services.db
         b = st.budget
-        rule = rule_of(st, "exhausted", warn_at, policy)
+        reason = rule_of(st, "exhausted", warn_at, policy)
         if policy == "delete":
             targets = {"status": {"$nin": ["failed", *GONE]}}  # failed ones cost nothing; users decide
         else:
-            targets = {"status": "running"}
-        async for doc in self.services.db.instances.find({**scope_filter(b["scope"], b["name"]), **targets}):
-            try:
-                if policy == "delete":
-                    await request_delete(self.services, "instances", doc, BUDGET_PRINCIPAL, "instance")
-                else:
-                    await request_stop(self.services, doc, BUDGET_PRINCIPAL)
-            except Problem as exc:
-                if exc.status == 409:
-                    continue  # already on its way (a request filed earlier, or the user's own)
-                if exc.code == "stop_unavailable":
-                    log.warning("budget %s is exhausted but instances cannot be stopped here: %s", b["_id"], rule)
-                    return
-                raise
+            targets = {"status": "running"}  # stopping/stopped ones are left alone; starting ones next pass
+        docs = [d async for d in db.instances.find({**scope_filter(b["scope"], b["name"]), **targets})]
+        ids = [d["_id"] for d in docs]
+        deleting = {d["_id"] async for d in db.delete_requests.find({"_id": {"$in": ids}}, {"_id": 1})} if ids else set()
+        for doc in docs:
+            if doc["_id"] in deleting:
+                continue  # a delete is on its way (the user's, a policy's or ours)
+            if policy == "delete":
+                request = await file_delete_request(self.services, doc, ACTOR, rule=RULE, reason=reason)
+            else:
+                request = await file_action_request(db, doc, "stop", ACTOR, rule=RULE, reason=reason)
+            if request is None:
+                continue  # another request for it is waiting; look again next pass
             (report.deleted if policy == "delete" else report.stopped).append(doc["_id"])
-            await self.services.events.add(doc["_id"], f"budget.{policy}", f"{policy} requested by the budget: {rule}",
-                                           step="budget", actor=ACTOR)
-            await record_system_action(self.services.db, ACTOR, policy, "instance", doc["_id"], rule=rule,
-                                       budget=f"{b['scope']}:{b['name']}", owner=doc["owner"])
-            log.warning("budget: %s of %s requested: %s", policy, doc["_id"], rule)
-
-
-async def request_stop(services: Services, doc: dict[str, Any], principal: Principal) -> None:
-    """A stop through the same request queue as a user's. Stop and start come with the day-2 lifecycle
-    (``stopping``/``stopped``/``starting``); until they are in, the budget cannot stop an instance and
-    says so (set ``on_exhausted: delete`` to act)."""
-    raise Problem(501, "stop_unavailable", "Stop unavailable",
-                  f"this onebox cannot stop instances yet; {doc['_id']} keeps running")
+            await self.services.events.add(doc["_id"], f"budget.{policy}", f"{policy} requested by the budget "
+                                           f"(rule {RULE}): {reason}", step="budget", actor=ACTOR)
+            await audit_policy_request(db, request, policy)
+            log.warning("budget: %s of %s requested: %s", policy, doc["_id"], reason)

@@ -253,7 +253,8 @@ class InstanceService:
         return doc
 
     async def request_action(self, principal: Principal, instance_id: str, action: str) -> dict[str, Any]:
-        """Record a stop, start or reboot request; its job carries it out (``app.lifecycle.action_requests``)."""
+        """Record a stop, start or reboot request; its job carries it out (``app.lifecycle.action_requests``).
+        A start is checked against the owner's and team's budgets first, as a create is (402)."""
         doc = await self.get(principal, instance_id)
         needed, _ = ACTIONS[action]
         status = doc["status"]
@@ -265,8 +266,14 @@ class InstanceService:
             raise Problem(409, "invalid_status", f"Cannot {action} a {status} instance",
                           f"{action} needs a {needed} instance; instance {instance_id} is {status}",
                           current_status=status)
-        request = await file_action_request(self.db, doc, action, principal.subject)
+        reservations = await CostService(self.services).check_start(doc) if action == "start" else []  # 402
+        try:
+            request = await file_action_request(self.db, doc, action, principal.subject)
+        except BaseException:
+            await CostService(self.services).give_back(reservations)
+            raise
         if request is None:
+            await CostService(self.services).give_back(reservations)
             pending = await self.db.action_requests.find_one({"_id": instance_id}) or {}
             raise Problem(409, "request_pending", "Another request is waiting",
                           f"a {pending.get('action', 'previous')} request for instance {instance_id} is still being "

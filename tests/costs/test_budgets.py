@@ -9,6 +9,7 @@ import types
 import pytest
 
 from app import quotas
+from app.clock import utcnow
 from app.costs.service import CostService
 from tests.api.helpers import instance_body
 from tests.conftest import make_settings
@@ -66,6 +67,40 @@ async def test_a_create_over_the_budget_is_refused_with_402_and_nothing_is_queue
     await set_budget(api, mint, "users/alice", monthly_usd=60)
     again = await api.post("/v1/instances", json=instance_body(ssh_keypair.public, name="second"), headers=alice)
     assert again.status_code == 202, again.text
+
+
+async def test_creates_and_starts_are_projected_over_their_ttl_and_a_start_reserves_too(api, mint, services,
+                                                                                         ssh_keypair):
+    await price_local(api, mint, 1.0)  # $1/h
+    await set_budget(api, mint, "users/alice", monthly_usd=4)
+    alice = mint("alice")
+    short = await api.post("/v1/instances", json=instance_body(ssh_keypair.public, name="short", ttl_seconds=7200),
+                           headers=alice)
+    assert short.status_code == 202, short.text  # 2 h: $2 reserved, $2 left
+    policy = await api.put("/v1/admin/policies/alice", json={"default_ttl_seconds": 3 * 3600},
+                           headers=mint("root", admin=True))
+    assert policy.status_code == 200, policy.text
+    refused = await api.post("/v1/instances", json=instance_body(ssh_keypair.public, name="long"), headers=alice)
+    assert refused.status_code == 402, refused.text
+    assert refused.json()["projection"] == {"hourly_usd": 1.0, "hours": 3.0, "basis": "ttl", "usd": 3.0}
+
+    # The first one ran and stopped (no worker here: its history is written as the jobs would): its create
+    # reservation is out of force, and a start is checked and reserves its own TTL's worth again.
+    instance_id = short.json()["id"]
+    now = utcnow()
+    steps = ["pending", "provisioning", "configuring", "running", "stopping", "stopped"]
+    await services.db.instances.update_one({"_id": instance_id}, {"$set": {"status": "stopped", "job": None}, "$push": {
+        "transitions": {"$each": [{"from": a, "to": b, "at": now} for a, b in zip(steps, steps[1:])]}}})
+    assert (await api.get("/v1/budget", headers=alice)).json()["budgets"][0]["reserved_usd"] == 0
+    started = await api.post(f"/v1/instances/{instance_id}/start", headers=alice)
+    assert started.status_code == 202, started.text
+    again = await api.post(f"/v1/instances/{instance_id}/start", headers=alice)
+    assert again.status_code == 409 and again.json()["code"] == "request_pending", again.text
+    [status] = (await api.get("/v1/budget", headers=alice)).json()["budgets"]
+    assert status["reserved_usd"] == pytest.approx(2.0), "the start's 2 h, once (the refused second one gave its back)"
+    over = await api.post("/v1/instances", json=instance_body(ssh_keypair.public, name="over", ttl_seconds=9000),
+                          headers=alice)
+    assert over.status_code == 402 and over.json()["left_usd"] == pytest.approx(2.0)
 
 
 async def test_twenty_parallel_creates_against_a_budget_that_fits_five(dbserver, tmp_path, ssh_keypair):

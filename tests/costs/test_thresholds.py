@@ -5,6 +5,7 @@ the same queue as users' requests, and the webhook's signature and SSRF checks."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -16,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from app.costs import webhook
+from app.costs.watch import BudgetWatch
+from providers import prices
 from app.settings import Settings
 from tests.api.helpers import instance_body, wait_status
 from tests.conftest import make_settings
@@ -124,10 +127,12 @@ async def test_warning_at_80_percent_then_delete_at_100_percent(dbserver, tmp_pa
             events = (await api.get(f"/v1/instances/{box['id']}/events", headers=alice)).json()
             [deleted] = [e for e in events if e["type"] == "budget.delete"]
             assert deleted["actor"] == "budget" and "→ delete" in deleted["message"]
-            assert any(e["type"] == "delete.requested" for e in events)
+            assert any(e["type"] == "status" and "→ deleting (requested by budget: budget_exhausted)" in e["message"]
+                       for e in events)
             audit = (await api.get("/v1/admin/audit", headers=admin)).json()
-            [entry] = [a for a in audit if a["action"] == "delete" and a["actor"] == "budget"]
-            assert entry["target_id"] == box["id"] and entry["detail"]["budget"] == "user:alice"
+            [entry] = [a for a in audit if a["action"] == "instance.delete" and a["actor"] == "budget"]
+            assert entry["target_id"] == box["id"] and entry["detail"]["rule"] == "budget_exhausted"
+            assert entry["detail"]["reason"].startswith("user budget alice:")
             request = await svc.db.delete_requests.find_one({"_id": box["id"]})
             assert request["requested_by"] == "budget"
             refused = await api.post("/v1/instances", json=instance_body(ssh_keypair.public), headers=alice)
@@ -137,6 +142,80 @@ async def test_warning_at_80_percent_then_delete_at_100_percent(dbserver, tmp_pa
             assert all(a["webhook"]["status"] == "delivered" for a in alerts)
     finally:
         receiver.server.shutdown()
+
+
+DISK_GB_MONTH_USD = 73.0  # the local sheet's disk, priced for this test: 20 GB cost 2 USD an hour
+
+
+async def costs_of(api, headers, instance_id: str) -> dict:
+    report = (await api.get("/v1/costs", params={"group_by": "instance", "granularity": "month"},
+                            headers=headers)).json()
+    [item] = [i for i in report["items"] if i["group"] == instance_id]
+    return item
+
+
+async def test_stop_at_100_percent_keeps_the_disk_charging_and_refuses_starts(dbserver, tmp_path, ssh_keypair,
+                                                                             monkeypatch):
+    monkeypatch.setitem(prices.SHEETS, "local", dataclasses.replace(prices.SHEETS["local"],
+                                                                    disk_gb_month_usd=DISK_GB_MONTH_USD))
+    settings = make_settings(dbserver, tmp_path / "data", budget_check_seconds=0.3)
+    async with running_onebox(settings) as (api, svc):
+        admin = {"Authorization": f"Bearer {svc.tokens.mint('root', role='admin')}"}
+        alice = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
+        box = (await api.post("/v1/instances", json=instance_body(ssh_keypair.public, name="spender"),
+                              headers=alice)).json()
+        path = f"/v1/instances/{box['id']}"
+        await wait_status(api, path, alice, {"running"})
+        await spend(api, alice, box["id"], 4.0, admin)
+        # compute is priced again (cheaply), so that a stopped instance's rate shows it is not charged
+        assert (await api.put(PRICE, json={"hourly_usd": 3.6}, headers=admin)).status_code == 200
+        spent = (await api.get("/v1/budget", headers=alice)).json()["spent_usd"]
+
+        budget = await api.put("/v1/admin/budgets/users/alice", headers=admin,
+                               json={"monthly_usd": round(spent / 2, 2), "on_exhausted": "stop"})
+        assert budget.json()["state"] == "exhausted", budget.text
+        stopped = await wait_status(api, path, alice, {"stopped"}, timeout=120)
+        assert stopped["last_request"]["requested_by"] == "budget"
+        assert stopped["last_request"]["rule"] == "budget_exhausted"
+
+        events = (await api.get(f"{path}/events", headers=alice)).json()
+        [asked] = [e for e in events if e["type"] == "budget.stop"]
+        assert asked["actor"] == "budget" and "budget_exhausted" in asked["message"] and "→ stop" in asked["message"]
+        assert any(e["type"] == "status" and "running → stopping (requested by budget: budget_exhausted)"
+                   in e["message"] for e in events)
+        audit = (await api.get("/v1/admin/audit", headers=admin)).json()
+        [entry] = [a for a in audit if a["action"] == "instance.stop"]
+        assert (entry["actor"], entry["role"], entry["target_id"]) == ("budget", "system", box["id"])
+        assert entry["detail"]["rule"] == "budget_exhausted"
+        assert entry["detail"]["reason"].startswith("user budget alice:") and "→ stop" in entry["detail"]["reason"]
+        report = await BudgetWatch(svc, "test").check()
+        assert report.stopped == [] and report.deleted == [], "a stopped instance is left alone"
+
+        # Still exhausted: a start is refused as a create is, and nothing is queued.
+        started = await api.post(f"{path}/start", headers=alice)
+        created = await api.post("/v1/instances", json=instance_body(ssh_keypair.public, name="another"),
+                                 headers=alice)
+        assert started.status_code == created.status_code == 402, started.text
+        refusal = started.json()
+        assert refusal["code"] == "budget_exceeded" and set(refusal) == set(created.json())
+        assert refusal["budget"]["scope"] == "user" and refusal["budget"]["name"] == "alice"
+        assert refusal["left_usd"] == 0 and refusal["spent_usd"] >= spent and refusal["projection_usd"] > 0
+        assert "start is projected" in refusal["detail"]
+        assert await svc.db.action_requests.find_one({"_id": box["id"]}) is None
+        assert (await api.get(path, headers=alice)).json()["status"] == "stopped"
+
+        # Stopped, its disk is still charged and its compute is not.
+        disk_rate = 20 * DISK_GB_MONTH_USD / 730
+        shown = (await api.get(path, headers=alice)).json()["cost"]
+        assert shown["hourly_usd"] == pytest.approx(disk_rate)
+        before = await costs_of(api, alice, box["id"])
+        deadline = time.monotonic() + 30
+        while (after := await costs_of(api, alice, box["id"]))["disk_usd"] <= before["disk_usd"]:
+            assert time.monotonic() < deadline, "the stopped instance's disk was not charged"
+            await asyncio.sleep(0.2)
+        assert after["compute_usd"] == pytest.approx(before["compute_usd"], abs=1e-9)
+        later = (await api.get(path, headers=alice)).json()["cost"]
+        assert later["to_date_usd"] > shown["to_date_usd"]
 
 
 def test_signatures_are_hmac_sha256_of_timestamp_and_body():
