@@ -171,3 +171,21 @@ async def test_prometheus_gauges_of_spend_and_budgets(api, mint, world, services
     assert samples[("onebox_budget_used_ratio", (("name", "alice"), ("scope", "user")))] == pytest.approx(spent / 10)
     everyone = sum(v for (name, _), v in samples.items() if name == "onebox_spend_month_to_date_usd")
     assert everyone >= spent
+
+
+async def test_the_cost_collector_joins_another_registry_in_one_line(world, services):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from app.costs.metrics import CostCollector
+
+    registry = CollectorRegistry(auto_describe=False)  # as a multiprocess /metrics builds one per scrape
+    registry.register(await CostCollector.read(services))
+    text = generate_latest(registry).decode()
+    assert 'onebox_spend_hourly_usd{provider="aws"}' in text and "onebox_budget_used_ratio" in text
+
+    class Away:  # a database that does not answer: an empty collector, not a failed scrape
+        def __getattr__(self, name):
+            raise ConnectionError("away")
+
+    empty = await CostCollector.read(type("Services", (), {"db": Away()})())
+    assert list(empty.collect()) == []
