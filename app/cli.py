@@ -16,7 +16,7 @@ import datetime as dt
 import os
 import signal
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -185,15 +185,20 @@ def token(
     admin: Annotated[bool, typer.Option("--admin", help="An admin token.")] = False,
     ttl: Annotated[dt.timedelta, typer.Option(parser=_ttl, metavar="DURATION",
                                               help="e.g. 30m, 1h, 7d.")] = "1h",  # type: ignore[assignment]
+    team: Annotated[Optional[str], typer.Option(help="The user's team (the team claim: team budgets).")] = None,
 ) -> None:
     """Print a user token valid for this configuration."""
     _server_logging(ctx)
 
     def run() -> None:
-        from app.auth.tokens import ROLE_ADMIN, ROLE_USER, TokenService
+        from app.auth.tokens import ROLE_ADMIN, ROLE_USER, TEAM_PATTERN, TokenService
         from app.settings import get_settings
 
-        print(TokenService(get_settings()).mint(user, role=ROLE_ADMIN if admin else ROLE_USER, ttl=ttl))
+        settings = get_settings()
+        if team is not None and not TEAM_PATTERN.match(team):
+            raise ValueError(f"--team must match {TEAM_PATTERN.pattern}")
+        extra = {settings.jwt_team_claim: team} if team is not None else None
+        print(TokenService(settings).mint(user, role=ROLE_ADMIN if admin else ROLE_USER, ttl=ttl, extra=extra))
 
     _configuration_errors(run)
 

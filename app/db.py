@@ -123,6 +123,12 @@ class Database:
         self.quota_slots = self.db["quota_slots"]
         self.rate_limits = self.db["rate_limits"]
         self.audit = self.db["audit"]
+        # costs and budgets (app/costs)
+        self.price_overrides = self.db["price_overrides"]
+        self.budgets = self.db["budgets"]
+        self.budget_reservations = self.db["budget_reservations"]
+        self.budget_alerts = self.db["budget_alerts"]
+        self.team_members = self.db["team_members"]
         # QA runs (app/qa): runs with their jobs, results kept for baselines and comparisons, admin baselines,
         # one lock per instance under test, cancel requests.
         self.qa_runs = self.db["qa_runs"]
@@ -152,6 +158,11 @@ class Database:
         await self.rate_limits.create_index([("user", ASCENDING), ("window", ASCENDING)])
         await self.rate_limits.create_index([("expires_at", ASCENDING)])
         await self.idempotency.create_index([("owner", ASCENDING), ("key", ASCENDING)], unique=True)
+        await self.budget_reservations.create_index([("scope", ASCENDING), ("seq", DESCENDING)], unique=True)
+        await self.price_overrides.create_index([("effective_from", ASCENDING)])
+        await self.team_members.create_index([("team", ASCENDING)])
+        await self.budget_alerts.create_index([("webhook.status", ASCENDING), ("webhook.next_attempt_at", ASCENDING)])
+        await self.instances.create_index([("team", ASCENDING)])
         await self.qa_runs.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
         await self.qa_runs.create_index([("job.not_before", ASCENDING)])
         await self.qa_results.create_index([("suite", ASCENDING), ("check", ASCENDING), ("provider", ASCENDING),

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from app.api import admin, agent, catalog, health, instances, policies, qa, snapshots, web
+from app.api import admin, agent, catalog, costs, health, instances, policies, qa, snapshots, web
 from app.problems import Problem, install, problem_response
 from app.services import Services
 from app.settings import Settings, get_settings
@@ -153,6 +153,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(admin.router)
     app.include_router(policies.router)
     app.include_router(catalog.router)
+    app.include_router(costs.router)
+    app.include_router(costs.admin_router)
+    app.include_router(costs.metrics_router)
     app.include_router(qa.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")

@@ -91,7 +91,8 @@ class PolicyLimits(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ONEBOX_", extra="ignore")
+    # hide_input_in_errors: a refused setting must not print the others (secrets among them) at start.
+    model_config = SettingsConfigDict(env_prefix="ONEBOX_", extra="ignore", hide_input_in_errors=True)
 
     # --- where things live -------------------------------------------------
     data_dir: Path = Field(default=REPO_ROOT / ".data", description="state of the embedded default")
@@ -285,6 +286,23 @@ class Settings(BaseSettings):
     azure_ssh_cidr: str = "0.0.0.0/0"
     azure_polling_interval: float = 5.0
 
+    # --- costs and budgets (app/costs) ---------------------------------------
+    jwt_team_claim: str = Field(default="team", description="the user token claim naming the user's team (budgets "
+                                                            "per team); an admin's assignment wins over it")
+    budget_warn_percent: float = Field(default=80.0, gt=0, le=100, description="default warn_at_percent of a budget")
+    budget_min_horizon_hours: float = Field(
+        default=24.0, gt=0, le=744, description="a create or start without a TTL is projected over this many hours")
+    budget_watch_enabled: bool = Field(default=True, description="workers check budget thresholds (one at a time)")
+    budget_check_seconds: float = Field(default=60.0, gt=0, description="how often one worker checks budgets")
+    webhook_url: str | None = Field(default=None, description="budget alerts are POSTed here (HMAC-signed); SSRF-"
+                                                              "checked like user URLs (ONEBOX_URL_ALLOWLIST)")
+    webhook_secret: SecretStr | None = Field(default=None, description="the HMAC-SHA256 key of webhook signatures; "
+                                                                       "required with webhook_url")
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, description="one delivery attempt's time limit")
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50, description="attempts before a delivery is given up")
+    webhook_backoff_seconds: float = Field(default=5.0, gt=0, description="the first retry's delay; doubled each "
+                                                                          "time, at most an hour")
+
     @field_validator("providers", "inject_faults", "test_kill_at", "aws_regions", "gcp_zones", "azure_locations",
                      "url_allowlist", "jwks_allowed_hosts", "cors_origins", "ttl_warning_seconds",
                      mode="before")
@@ -300,6 +318,20 @@ class Settings(BaseSettings):
         if "*" in value:
             raise ValueError("'*' cannot be allowed: the API takes credentials; list the origins")
         return [v.rstrip("/") for v in value]
+
+    @model_validator(mode="after")
+    def _webhook_is_signed_and_public(self) -> "Settings":
+        if self.webhook_url is None:
+            return self
+        if self.webhook_secret is None or len(self.webhook_secret.get_secret_value()) < 16:
+            raise ValueError("ONEBOX_WEBHOOK_URL needs ONEBOX_WEBHOOK_SECRET (at least 16 characters) to sign with")
+        from app.validation import check_public_url
+
+        try:
+            check_public_url(self.webhook_url, self.url_allowlist)
+        except ValueError as exc:
+            raise ValueError(f"ONEBOX_WEBHOOK_URL {exc}") from None
+        return self
 
     @field_validator("features")
     @classmethod

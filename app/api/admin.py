@@ -23,11 +23,13 @@ class AuditEntry(BaseModel):
     target_type: str
     target_id: str
     address: str | None = None
-    detail: dict[str, str | None] | None = Field(default=None, description="e.g. the rule a policy action followed")
+    detail: dict[str, str | None] | None = Field(default=None, description="e.g. the rule an automatic action (a policy, a budget, the reaper) followed")
 
 
 class QuotaUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"max_instances": 20, "max_vcpus": 128}]})
+    # strict: JSON false or "3" is not a limit (found by fuzzing the admin routes with an admin token)
+    model_config = ConfigDict(extra="forbid", strict=True,
+                              json_schema_extra={"examples": [{"max_instances": 20, "max_vcpus": 128}]})
 
     max_instances: int | None = Field(default=None, ge=0, le=100_000)
     max_vcpus: int | None = Field(default=None, ge=0, le=1_000_000)

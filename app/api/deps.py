@@ -9,6 +9,7 @@ import pymongo
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 
+from app.costs.service import CostService
 from app.instances.service import InstanceService
 from app.services import Services
 from app.snapshots.service import SnapshotService
@@ -45,7 +46,12 @@ async def snapshot_service(services: ServicesDep) -> SnapshotService:
     return SnapshotService(services)
 
 
+async def cost_service(services: ServicesDep) -> CostService:
+    return CostService(services)
+
+
 Instances = Annotated[InstanceService, Depends(instance_service)]
+Costs = Annotated[CostService, Depends(cost_service)]
 Snapshots = Annotated[SnapshotService, Depends(snapshot_service)]
 
 PROBLEM_RESPONSES = {

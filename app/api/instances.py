@@ -41,6 +41,8 @@ WRONG_STATUS = {409: {"description": "not in the status the action needs, being 
 
 @router.post("", status_code=202, response_model=InstancePublic, operation_id="create_instance",
              responses={202: {"description": "stored and queued", "links": INSTANCE_LINKS},
+                        402: {"description": "over a budget (`budget_exceeded`: the budget, spent, left and the "
+                                              "projection), or no known price to check it with (`price_unknown`)"},
                         403: {"description": "over a quota; `limit` names it"},
                         409: {"description": "Idempotency-Key reused with another body, or snapshot not available"}})
 async def create_instance(
@@ -72,13 +74,14 @@ async def list_instances(
     """Your instances, newest first. Deleted ones are left out unless `status=deleted`."""
     docs, next_cursor = await instances.list(user, status=status, provider=provider, limit=limit, cursor=cursor,
                                              owner=owner)
-    docs = await instances.with_lifecycle(await instances.with_health(docs))
+    docs = await instances.for_display(docs)
     return InstanceList(items=[InstancePublic.from_doc(d) for d in docs], next_cursor=next_cursor)
 
 
 @router.get("/{instance_id}", response_model=InstancePublic, operation_id="get_instance")
 async def get_instance(instance_id: str, user: CurrentUser, instances: Instances) -> InstancePublic:
-    [doc] = await instances.with_lifecycle(await instances.with_health([await instances.get(user, instance_id)]))
+    """The instance, with its health, its lifecycle schedule and what it has cost (`cost`)."""
+    [doc] = await instances.for_display([await instances.get(user, instance_id)])
     return InstancePublic.from_doc(doc)
 
 
@@ -112,7 +115,7 @@ async def update_instance(instance_id: str, patch: LifecyclePatch, user: Current
 async def _act(action: str, instance_id: str, user, instances, audit) -> InstancePublic:
     doc = await instances.request_action(user, instance_id, action)
     await audit.record(f"instance.{action}", "instance", instance_id, owner=doc["owner"])
-    [doc] = await instances.with_lifecycle(await instances.with_health([doc]))
+    [doc] = await instances.for_display([doc])
     return InstancePublic.from_doc(doc)
 
 
@@ -124,10 +127,11 @@ async def stop_instance(instance_id: str, user: CurrentUser, instances: Instance
 
 
 @router.post("/{instance_id}/start", status_code=202, response_model=InstancePublic, operation_id="start_instance",
-             responses=WRONG_STATUS)
+             responses={**WRONG_STATUS, 402: {"description": "over a budget (`budget_exceeded`, the same body as a "
+                                                             "create's), or no known price (`price_unknown`)"}})
 async def start_instance(instance_id: str, user: CurrentUser, instances: Instances, audit: Audit) -> InstancePublic:
     """Start a stopped instance. Status goes `starting`, then `running` with its public IP read again;
-    configuration is not run again (the agent comes back by itself)."""
+    configuration is not run again (the agent comes back by itself). Checked against your budgets first."""
     return await _act("start", instance_id, user, instances, audit)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import re
 import time
 import uuid
 from typing import Any
@@ -24,6 +25,8 @@ AGENT_TOKEN_TYPE = "agent"
 ROLE_ADMIN = "admin"
 ROLE_USER = "user"
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud"]
+# A team name, from a token's team claim or an admin's assignment (budgets are kept per team).
+TEAM_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 AGENT_VERIFIED_SECONDS = 300.0  # how long a verified agent token is remembered (at most until its exp)
 MAX_VERIFIED_AGENTS = 200_000
 
@@ -34,10 +37,14 @@ class InvalidToken(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Principal:
-    """Who is calling: the token's subject and role."""
+    """Who is calling: the token's subject and role, and the team its token names (if any).
+
+    ``team`` is only what the token claims; an admin's assignment wins over it
+    (``app.costs.teams.team_of``)."""
 
     subject: str
     role: str = ROLE_USER
+    team: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -217,4 +224,9 @@ class TokenService:
     def verify_user(self, token: str) -> Principal:
         claims = self.decode(token)
         role = ROLE_ADMIN if claims.get("role") == ROLE_ADMIN else ROLE_USER
-        return Principal(subject=claims["sub"], role=role)
+        team = claims.get(self.settings.jwt_team_claim)
+        # A malformed team claim refuses the token rather than being ignored: ignored, it would take the
+        # holder out of their team's budget without anyone noticing.
+        if team is not None and (not isinstance(team, str) or not TEAM_PATTERN.match(team)):
+            raise InvalidToken("invalid team claim")
+        return Principal(subject=claims["sub"], role=role, team=team)

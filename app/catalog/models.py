@@ -11,8 +11,8 @@ class MachineTypePublic(BaseModel):
     memory_gb: float
     gpu_count: int = 0
     gpu_type: str | None = None
-    hourly_usd: float | None = Field(default=None, description="indicative on-demand Linux list price, USD per "
-                                                                 "hour; null when unknown")
+    hourly_usd: float | None = Field(default=None, description="on-demand Linux list price, USD per hour (or an "
+                                                                 "admin's price for this region); null when unknown")
 
 
 class RegionPublic(BaseModel):

@@ -13,6 +13,9 @@ import asyncio
 import logging
 
 from app.catalog.models import CatalogError, CatalogPublic, MachineTypePublic, ProviderCatalog, RegionPublic
+from app.clock import utcnow
+from app.costs.prices import PriceBook
+from app.costs.repository import CostRepository
 from app.services import Services
 from providers.base import Catalog, ProviderError
 
@@ -20,14 +23,17 @@ log = logging.getLogger("onebox.catalog")
 CATALOG_TIMEOUT_SECONDS = 30.0
 
 
-def _public(name: str, catalog: Catalog) -> ProviderCatalog:
+def _public(name: str, catalog: Catalog, book: PriceBook) -> ProviderCatalog:
+    now = utcnow()
     return ProviderCatalog(
         name=name,
         available=True,
         regions=[
             RegionPublic(name=region.name, zones=list(region.zones), machine_types=[
                 MachineTypePublic(name=mt.name, vcpus=mt.vcpus, memory_gb=mt.memory_gb, gpu_count=mt.gpu_count,
-                                  gpu_type=mt.gpu_type, hourly_usd=mt.hourly_usd)
+                                  gpu_type=mt.gpu_type,
+                                  # the price the ledger charges: an admin's override, else the sheet's
+                                  hourly_usd=book.hourly_at(name, region.name, mt.name, now))
                 for mt in region.machine_types.values()
             ])
             for region in catalog.regions.values()
@@ -39,7 +45,7 @@ def _public(name: str, catalog: Catalog) -> ProviderCatalog:
     )
 
 
-async def _one(services: Services, name: str) -> ProviderCatalog:
+async def _one(services: Services, name: str, book: PriceBook) -> ProviderCatalog:
     registry = services.providers
     try:
         catalog = await asyncio.wait_for(registry.catalog(name), CATALOG_TIMEOUT_SECONDS)
@@ -54,8 +60,10 @@ async def _one(services: Services, name: str) -> ProviderCatalog:
         return ProviderCatalog(name=name, available=False,
                                error=CatalogError(code="unavailable", message=f"{name} is misconfigured or down; "
                                                                               "see the server's log"))
-    return _public(name, catalog)
+    return _public(name, catalog, book)
 
 
 async def read_catalog(services: Services) -> CatalogPublic:
-    return CatalogPublic(providers=list(await asyncio.gather(*(_one(services, n) for n in services.providers.enabled))))
+    book = await CostRepository(services.db).price_book()
+    return CatalogPublic(providers=list(await asyncio.gather(*(_one(services, n, book)
+                                                               for n in services.providers.enabled))))

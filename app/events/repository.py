@@ -24,12 +24,14 @@ class EventLog:
         self.collection = collection
 
     async def add(self, instance_id: str, type_: str, message: str, *, step: str | None = None,
-                  wait_until: float | None = None) -> None:
+                  wait_until: float | None = None, actor: str | None = None) -> None:
         """Record one event. With ``wait_until`` (a monotonic deadline: a job's lease), a database
         outage is waited out instead of raised; the event keeps its ``_id`` across tries, so one
         that was written before the answer got lost is not written twice."""
         doc = {"instance_id": instance_id, "at": utcnow(), "type": type_, "step": step,
                "message": message[-MAX_MESSAGE_CHARS:]}
+        if actor is not None:  # onebox acting by itself (a budget, the reaper): named in the event
+            doc["actor"] = actor
         if wait_until is None:
             await self.collection.insert_one(doc)
         else:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.costs.models import InstanceCost
 from app.policies.models import (
     ExpiresAt,
     IdleMinutes,
@@ -170,6 +171,8 @@ class InstancePublic(BaseModel):
     ssh_user: str
     labels: dict[str, str] = Field(default_factory=dict)
     health: Health = Field(default_factory=Health)
+    team: str | None = Field(default=None, description="the owner's team when it was created (budgets)")
+    cost: InstanceCost | None = Field(default=None, description="what it has cost, and costs per hour now")
     ttl_seconds: int | None = None
     expires_at: dt.datetime | None = Field(default=None, description="the instance's own deadline (from "
                                                                       "ttl_seconds or as given)")
@@ -199,4 +202,5 @@ class Event(BaseModel):
     at: dt.datetime
     type: str
     step: str | None = None
+    actor: str | None = Field(default=None, description="who acted when onebox did by itself: budget, reaper, …")
     message: str

@@ -19,6 +19,7 @@ from app import quotas
 from app.auth.tokens import Principal
 from app.clock import utcnow
 from app.cloud import UnknownProvider
+from app.costs.service import CostService
 from app.db import is_duplicate_key
 from app.ids import new_instance_id
 from app.instances.models import InstanceCreate
@@ -77,6 +78,13 @@ class InstanceService:
     async def with_lifecycle(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The instances with their own lifecycle settings and ``schedule`` (``app.policies``)."""
         return await attach_lifecycle(self.services, docs)
+
+    async def for_display(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The instances as the API shows them: with their ``health``, their lifecycle ``schedule`` and their
+        ``cost`` (from the ledger)."""
+        costs = await CostService(self.services).instance_costs(docs)
+        shown = await self.with_lifecycle(await self.with_health(docs))
+        return [{**d, "cost": costs[d["_id"]]} for d in shown]
 
     async def events(self, principal: Principal, instance_id: str) -> list[dict[str, Any]]:
         await self.get(principal, instance_id)
@@ -166,12 +174,19 @@ class InstanceService:
         }
         await quotas.acquire(self.db, self.services.settings, principal.subject, instance_id,
                              {"max_instances": 1, "max_vcpus": vcpus})
+        costs = CostService(self.services)
+        try:  # the budgets: 402 when its projected cost does not fit (app.costs.budgets)
+            doc["team"], reservations = await costs.check_create(principal, body, instance_id)
+        except BaseException:
+            await quotas.release(self.db, instance_id)
+            raise
         try:
             await self.db.instances.insert_one(doc)
         except Exception as exc:
             if is_duplicate_key(exc):  # a concurrent replay of the same idempotency key won
                 return await self.db.instances.find_one({"_id": instance_id})
             await quotas.release(self.db, instance_id)
+            await costs.give_back(reservations)
             raise
         await self.services.events.add(instance_id, "created", f"queued {body.provider} instance in {body.region}")
         return doc
@@ -238,7 +253,8 @@ class InstanceService:
         return doc
 
     async def request_action(self, principal: Principal, instance_id: str, action: str) -> dict[str, Any]:
-        """Record a stop, start or reboot request; its job carries it out (``app.lifecycle.action_requests``)."""
+        """Record a stop, start or reboot request; its job carries it out (``app.lifecycle.action_requests``).
+        A start is checked against the owner's and team's budgets first, as a create is (402)."""
         doc = await self.get(principal, instance_id)
         needed, _ = ACTIONS[action]
         status = doc["status"]
@@ -250,8 +266,14 @@ class InstanceService:
             raise Problem(409, "invalid_status", f"Cannot {action} a {status} instance",
                           f"{action} needs a {needed} instance; instance {instance_id} is {status}",
                           current_status=status)
-        request = await file_action_request(self.db, doc, action, principal.subject)
+        reservations = await CostService(self.services).check_start(doc) if action == "start" else []  # 402
+        try:
+            request = await file_action_request(self.db, doc, action, principal.subject)
+        except BaseException:
+            await CostService(self.services).give_back(reservations)
+            raise
         if request is None:
+            await CostService(self.services).give_back(reservations)
             pending = await self.db.action_requests.find_one({"_id": instance_id}) or {}
             raise Problem(409, "request_pending", "Another request is waiting",
                           f"a {pending.get('action', 'previous')} request for instance {instance_id} is still being "

@@ -55,6 +55,8 @@ class SnapshotService:
             "name": body.name,
             "provider": instance["provider"],
             "region": instance["region"],
+            "team": instance.get("team"),  # costs: counted where the instance is
+            "disk_gb": instance.get("disk_gb"),  # costs: snapshot storage is billed by the disk's size
             "status": S.CREATING.value,
             "cloud_id": None,
             "error": None,

@@ -94,6 +94,22 @@ class Worker:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.services.settings.scheduler_interval_seconds)
 
+    async def watch_budgets_periodically(self, stop: asyncio.Event) -> None:
+        """Budget thresholds (app.costs.watch), every ``budget_check_seconds``; one process at a time."""
+        from app.costs.watch import BudgetWatch
+
+        watch = BudgetWatch(self.services, self.worker_id)
+        while not stop.is_set():
+            # first wait, then check: a worker that starts has jobs to claim before budgets to read
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.services.settings.budget_check_seconds)
+            if stop.is_set():
+                return
+            try:
+                await watch.run_once()
+            except Exception as exc:  # noqa: BLE001 - one failed pass must not stop the next
+                log.warning("budget watch pass failed: %s", type(exc).__name__)
+
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.services.settings
         self._stopping = stop
@@ -101,6 +117,8 @@ class Worker:
         background = [asyncio.create_task(self.maintain(stop))]
         if settings.reaper_enabled:
             background.append(asyncio.create_task(self.reap_periodically(stop)))
+        if settings.budget_watch_enabled:
+            background.append(asyncio.create_task(self.watch_budgets_periodically(stop)))
         if settings.scheduler_enabled:
             background.append(asyncio.create_task(self.schedule_periodically(stop)))
         failures = 0  # claims in a row that failed: the database is away, back off

@@ -77,6 +77,31 @@ def test_onebox_token_command_prints_a_valid_token(tmp_path):
     assert principal.subject == "alice" and principal.is_admin
     claims = jwt.decode(out, options={"verify_signature": False})
     assert 7100 < claims["exp"] - claims["iat"] <= 7200
+    # --team: the team claim of team budgets; a malformed one is refused before anything is minted
+    out = subprocess.run([sys.executable, "-m", "app.cli", "token", "--user", "bob", "--team", "research"],
+                         env=env, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    assert TokenService(Settings(jwt_secret=secret, data_dir=tmp_path)).verify_user(out).team == "research"
+    bad = subprocess.run([sys.executable, "-m", "app.cli", "token", "--user", "bob", "--team", "no team"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--team must match" in bad.stderr
+
+
+def test_the_team_claim_is_read_strictly(tmp_path):
+    """A team puts its members under the team's budget: a malformed claim refuses the token instead of being
+    ignored (ignored, it would take its holder out of the budget unnoticed); the claim's name is a setting."""
+    tokens = TokenService(Settings(jwt_secret="s" * 40, data_dir=tmp_path))
+    assert tokens.verify_user(tokens.mint("ann", extra={"team": "research"})).team == "research"
+    assert tokens.verify_user(tokens.mint("ann")).team is None
+    for bad in (["research"], "", "re search", "../x", "x" * 65, 7, {"a": 1}):
+        with pytest.raises(InvalidToken):
+            tokens.verify_user(tokens.mint("ann", extra={"team": bad}))
+    # An agent token never becomes a user, team or not.
+    agent, _ = tokens.mint_agent("i-1")
+    with pytest.raises(InvalidToken):
+        tokens.verify_user(agent)
+    by_group = TokenService(Settings(jwt_secret="s" * 40, data_dir=tmp_path, jwt_team_claim="org_unit"))
+    principal = by_group.verify_user(by_group.mint("ann", extra={"org_unit": "ml", "team": "ignored"}))
+    assert principal.team == "ml"
 
 
 def test_a_remembered_agent_token_still_expires(tmp_path):

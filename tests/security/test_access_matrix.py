@@ -61,6 +61,11 @@ async def make_world(services, status: str = "running"):
         "_id": snapshot_id, "instance_id": ids["own"][0], "owner": "alice", "name": "s", "provider": "local",
         "region": "local", "status": "available", "cloud_id": "c", "error": None, "created_at": now,
         "updated_at": now, "job": None})
+    # costs: a budget of each kind and a team member, so that reading and deleting them can succeed
+    await services.db.budgets.insert_many([
+        {"_id": "user:alice", "scope": "user", "name": "alice", "monthly_usd": 100.0},
+        {"_id": "team:research", "scope": "team", "name": "research", "monthly_usd": 100.0}])
+    await services.db.team_members.insert_one({"_id": "alice", "team": "research"})
     run_id = new_qa_run_id()  # a QA run of alice's, running (its job is not claimed: no worker here)
     await services.db.qa_runs.insert_one({
         "_id": run_id, "owner": "alice", "suite": "cpu", "instances": [ids["own"][0]], "params": {"cpu_seconds": 1},
@@ -104,6 +109,12 @@ def body_for(method: str, path: str, instance_id: str) -> dict | None:
         return {"instance_id": instance_id, "samples": [{"at": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")}]}
     if path.startswith("/v1/admin/quotas"):
         return {"max_instances": 3}
+    if path.startswith("/v1/admin/budgets"):
+        return {"monthly_usd": 50}
+    if path.startswith("/v1/admin/prices"):
+        return {"hourly_usd": 0.5}
+    if path.startswith("/v1/admin/teams"):
+        return None
     if path.startswith("/v1/admin/policies"):
         return {"max_ttl_seconds": 3600}
     if path == "/v1/qa-runs":
@@ -145,6 +156,7 @@ async def test_cell(method, path, caller, api, services):
     ids, snapshot_id = await make_world(services, "stopped" if path.endswith("/start") else "running")
     instance_id = ids["own"][0]
     url = path.replace("{instance_id}", instance_id).replace("{snapshot_id}", snapshot_id).replace("{user}", "alice")
+    url = url.replace("{team}", "research").replace("{provider}/{region}/{machine_type}", "local/local/local")
     url = url.replace("{run_id}", ids["run"][0]).replace("{suite}", "cpu").replace("{check}", "cpu_single_events_s")
     url = url.replace("{provider}", "local").replace("{machine_type}", "local")
     if path.startswith("/v1/qa-history"):

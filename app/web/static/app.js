@@ -3,6 +3,7 @@
 
 import { api, ApiError, query, session, setUnauthorizedHandler, streamEvents } from "./api.js";
 import { lineChart, sparkline } from "./charts.js";
+import { costFacts, costsPage } from "./costs.js";
 import { qaPage, qaRunPage } from "./qa.js";
 
 const STATUSES = ["pending", "provisioning", "configuring", "running", "stopping", "stopped", "starting", "rebooting",
@@ -127,6 +128,7 @@ function layout(active, content) {
       f.instances_ui ? link("instances", "#/instances", "Instances", "▣") : null,
       f.instances_ui ? link("new", "#/instances/new", "New instance", "+") : null,
       f.snapshots ? link("snapshots", "#/snapshots", "Snapshots", "◷") : null,
+      link("costs", "#/costs", "Costs", "$"),
       link("qa", "#/qa", "QA runs", "✓"),
       h("a", { href: "/docs", class: "nav-item", target: "_blank", rel: "noopener" }, h("span", { class: "nav-icon" }, "⌘"), "API docs")),
     h("div", { class: "whoami" },
@@ -153,6 +155,7 @@ async function render() {
     if (parts[0] === "instances" && parts[1] === "new" && f.instances_ui) return createPage(params);
     if (parts[0] === "instances" && parts[1] && f.instances_ui) return detailPage(parts[1]);
     if (parts[0] === "snapshots" && f.snapshots) return snapshotsPage();
+    if (parts[0] === "costs") return costsPage(pageKit());
     if (parts[0] === "qa") return parts[1] ? qaRunPage(pageKit(), parts[1]) : qaPage(pageKit(), params);
     if ((parts[0] === "instances" || parts.length === 0) && f.instances_ui) return listPage(params);
     if (parts.length === 0 && f.snapshots) return navigate("#/snapshots");
@@ -163,7 +166,7 @@ async function render() {
   }
 }
 
-// What pages kept in modules of their own (qa.js) build with: the same helpers as the pages here.
+// What pages kept in modules of their own (qa.js, costs.js) build with: the same helpers as the pages here.
 function pageKit() {
   return { h, fill, layout, badge, timeCell, toast, every, errorBanner, navigate, field, showProblem, cleanups };
 }
@@ -600,6 +603,7 @@ async function detailPage(id) {
       h("dt", {}, "Public IP"), h("dd", { id: "public-ip" }, i.public_ip ? [h("span", { class: "mono" }, i.public_ip), copyButton(i.public_ip)] : h("span", { class: "muted" }, "not yet")),
       h("dt", {}, "SSH"), h("dd", { id: "ssh-command" }, ssh ? [h("code", {}, ssh), copyButton(ssh)] : h("span", { class: "muted" }, "once it runs")),
       h("dt", {}, "Health"), h("dd", {}, healthBadge(i.health), " CPU ", h("span", { class: "mono", id: "cpu-now" }, pct(i.health?.cpu_percent)), " · memory ", h("span", { class: "mono" }, pct(i.health?.memory_percent)), " · disk ", h("span", { class: "mono" }, pct(i.health?.disk_percent))),
+      costFacts(h, i.cost),
       h("dt", {}, "Created"), h("dd", {}, timeCell(i.created_at)),
       Object.keys(i.labels || {}).length ? [h("dt", {}, "Labels"), h("dd", {}, Object.entries(i.labels).map(([k, v]) => h("span", { class: "chip" }, v ? `${k}=${v}` : k)))] : null));
   }
