@@ -28,12 +28,20 @@ def _embedded(settings):
     return EmbeddedDatabase(settings.ferretdb_binary, settings.embedded_db_address, settings.data_dir / "ferretdb")
 
 
+def _share_metrics(settings) -> None:
+    """Count into the host's shared Prometheus directory (before any metric exists)."""
+    from app.observability.multiprocess import enable
+
+    enable(settings.prometheus_path)
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
+    settings = get_settings()
+    _share_metrics(settings)
     from app.main import create_app
 
-    settings = get_settings()
     if settings.jwt_algorithm == "HS256":
         settings.hs256_secret()  # refuse a weak secret before anything starts
     if "ONEBOX_PUBLIC_URL" not in os.environ:  # agents on local instances reach us where we listen
@@ -50,10 +58,11 @@ def cmd_serve(args) -> int:
 
 
 def cmd_worker(args) -> int:
+    settings = get_settings()
+    _share_metrics(settings)
     from app.services import Services
     from app.worker.runner import Worker
 
-    settings = get_settings()
 
     async def main() -> None:
         services = Services.build(settings)
@@ -118,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     token.set_defaults(func=cmd_token)
     sub.add_parser("db", help="run the embedded database alone (for `onebox worker` setups)").set_defaults(func=cmd_db)
     args = parser.parse_args(argv)
-    setup_logging(os.environ.get("ONEBOX_LOG_LEVEL", "INFO"))
     try:
+        settings = get_settings()
+        setup_logging(settings.log_level, settings.log_format)
         return args.func(args)
     except ValueError as exc:  # configuration errors: say what to fix, no traceback
         print(f"onebox: {exc}", file=sys.stderr)

@@ -23,6 +23,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, OperationFailure
 
+from app.observability.dbwatch import CommandLatency
 from app.settings import Settings
 
 log = logging.getLogger("onebox.db")
@@ -91,6 +92,7 @@ def connect(settings: Settings) -> AsyncMongoClient:
         connectTimeoutMS=min(timeout_ms, 2000),
         timeoutMS=timeout_ms,
         appname="onebox",
+        event_listeners=[CommandLatency()],  # onebox_db_command_duration_seconds
     )
 
 
@@ -115,6 +117,7 @@ class Database:
     async def ensure_indexes(self) -> None:
         await self.instances.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
         await self.instances.create_index([("job.not_before", ASCENDING)])
+        await self.instances.create_index([("status", ASCENDING), ("provider", ASCENDING)])  # GET /metrics
         await self.snapshots.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
         await self.snapshots.create_index([("job.not_before", ASCENDING)])
         await self.delete_requests.create_index([("job.not_before", ASCENDING)])

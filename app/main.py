@@ -15,7 +15,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from app.api import admin, agent, catalog, health, instances, snapshots, web
+from app.api import admin, agent, catalog, health, instances, prometheus, snapshots, web
+from app.observability.middleware import REQUEST_ID_HEADER, RequestObservation
 from app.problems import Problem, install, problem_response
 from app.services import Services
 from app.settings import Settings, get_settings
@@ -153,6 +154,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(admin.router)
     app.include_router(catalog.router)
     app.include_router(web.router)
+    app.include_router(prometheus.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(SlowRequestLog, threshold=settings.slow_request_seconds)
@@ -162,6 +164,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # so no cookies are needed and credentials stay off.
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
                            allow_methods=["GET", "POST", "PUT", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
-                           expose_headers=["Location", "Retry-After"], max_age=600)
+                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID",
+                                          REQUEST_ID_HEADER],
+                           expose_headers=["Location", "Retry-After", REQUEST_ID_HEADER], max_age=600)
+    # Outermost: every line logged while a request is handled carries its id; every answer is counted.
+    app.add_middleware(RequestObservation)
     return app

@@ -194,6 +194,16 @@ class Settings(BaseSettings):
     azure_ssh_cidr: str = "0.0.0.0/0"
     azure_polling_interval: float = 5.0
 
+    # --- observability: logs and Prometheus metrics ----------------------
+    log_level: str = Field(default="INFO", description="the least severe level logged")
+    log_format: Literal["json", "text"] = Field(default="json", description="json: one JSON object per line, with "
+                                                                        "request, instance, job, step and worker ids")
+    prometheus_dir: Path | None = Field(
+        default=None, description="where every process of one host keeps its Prometheus counters, so that any API "
+                                  "process answers GET /metrics for all of them; unset = <data_dir>/prometheus")
+    prometheus_token: SecretStr | None = Field(default=None, description="when set, GET /metrics needs "
+                                                                         "Authorization: Bearer <this token>")
+
     @field_validator("providers", "inject_faults", "test_kill_at", "aws_regions", "gcp_zones", "azure_locations",
                      "url_allowlist", "jwks_allowed_hosts", "cors_origins",
                      mode="before")
@@ -202,6 +212,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+    @field_validator("prometheus_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        return None if value in ("", None) else value
 
     @field_validator("cors_origins")
     @classmethod
@@ -223,6 +238,10 @@ class Settings(BaseSettings):
     def feature_flags(self) -> dict[str, bool]:
         """Every flag with its value: the defaults, overridden by ``ONEBOX_FEATURES``."""
         return {**FEATURE_DEFAULTS, **self.features}
+
+    @property
+    def prometheus_path(self) -> Path:
+        return self.prometheus_dir or self.data_dir / "prometheus"
 
     @property
     def embedded_db(self) -> bool:

@@ -40,7 +40,8 @@ class EventLog:
                     if not is_duplicate_key(exc):
                         raise
             await retry_while_down(once, deadline=wait_until, what=f"an event of {instance_id}")
-        log.info("%s %s%s: %s", instance_id, type_, f" [{step}]" if step else "", message[:300])
+        log.info("%s %s%s: %s", instance_id, type_, f" [{step}]" if step else "", message[:300],
+                 extra={"instance_id": instance_id, "step": step})
 
     async def list(self, instance_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         cursor = self.collection.find({"instance_id": instance_id}).sort([("at", 1), ("_id", 1)]).limit(limit)

@@ -34,6 +34,7 @@ from app.clock import as_utc, utcnow
 from app.db import is_duplicate_key
 from app.ids import id_created_at
 from app.lifecycle.delete_requests import MARK_LOST, new_delete_request
+from app.observability.metrics import INSTANCES_LOST, ORPHANS_FOUND, ORPHANS_REMOVED, REAPER_PASSES
 from app.services import Services
 from providers.base import InstanceRef, InstanceState, ManagedResource, NotFound, SnapshotRef
 
@@ -71,6 +72,7 @@ class Reaper:
             report = await self.reap()
         finally:  # done: the next slot's winner need not wait for this one
             await self.services.db.claims.update_one({"_id": slot}, {"$set": {"until": utcnow()}})
+        REAPER_PASSES.labels("unreachable" if report.unreachable else "ok").inc()
         if report.removed or report.lost:
             log.warning("reaper removed %d leaked resource(s), marked %d instance(s) lost",
                         len(report.removed), len(report.lost))
@@ -109,6 +111,11 @@ class Reaper:
             await self._lost_instances(name, provider, resources, report)
         return report
 
+    @staticmethod
+    def _orphaned(record: dict | None) -> bool:
+        """No record, or an ended one no job holds, accounts for it (past its grace period or not)."""
+        return record is None or (record["status"] in ENDED and record.get("job") is None)
+
     def _old_enough(self, record: dict | None, resource_id: str) -> bool:
         if record is None:
             born = id_created_at(resource_id)
@@ -131,18 +138,24 @@ class Reaper:
         snapshots = await _records(db.snapshots, by_snapshot, {"status": 1, "updated_at": 1, "job": 1, "cloud_id": 1})
         for instance_id, parts in sorted(by_instance.items()):
             record = instances.get(instance_id)
+            if self._orphaned(record):
+                ORPHANS_FOUND.labels(name, "instance").inc()
             if not self._old_enough(record, instance_id):
                 continue
             await self.services.providers.call(provider.delete_instance, InstanceRef(instance_id, parts[0].region))
+            ORPHANS_REMOVED.labels(name, "instance").inc()
             await self._record(name, "instance", instance_id, record, parts, instance_id)
             report.removed.append((name, "instance", instance_id))
         for snapshot_id, parts in sorted(by_snapshot.items()):
             record = snapshots.get(snapshot_id)
+            if self._orphaned(record):
+                ORPHANS_FOUND.labels(name, "snapshot").inc()
             if not self._old_enough(record, snapshot_id):
                 continue
             cloud_id = (record or {}).get("cloud_id") or parts[0].cloud_id
             await self.services.providers.call(provider.delete_snapshot,
                                                SnapshotRef(snapshot_id, parts[0].region, cloud_id))
+            ORPHANS_REMOVED.labels(name, "snapshot").inc()
             await self._record(name, "snapshot", snapshot_id, record, parts, parts[0].instance_id)
             report.removed.append((name, "snapshot", snapshot_id))
 
@@ -188,6 +201,7 @@ class Reaper:
             await self.services.events.add(doc["_id"], "reaper", f"the {name} VM is gone from the cloud; "
                                            "marking the instance failed", step="reaper")
             await record_system_action(db, REAPER, "mark_lost", "instance", doc["_id"], provider=name)
+            INSTANCES_LOST.labels(name).inc()
             report.lost.append((name, doc["_id"]))
 
 
