@@ -254,6 +254,7 @@ class ProviderError(Exception):
         retryable: bool | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        cloud_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -261,6 +262,9 @@ class ProviderError(Exception):
         if code is not None:
             self.code = code
         self.retry_after = retry_after  # seconds the cloud asked us to wait, if it said
+        # The cloud's own error code when it gave one (InsufficientInstanceCapacity,
+        # ZONE_RESOURCE_POOL_EXHAUSTED, ZonalAllocationFailed, …): failover events and metrics name it.
+        self.cloud_code = cloud_code
 
     def __str__(self) -> str:
         return self.message

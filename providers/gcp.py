@@ -284,9 +284,10 @@ def _map_error(exc: BaseException, what: str, *, missing: type[ProviderError] = 
         message = _api_message(exc)
         text = f"{what}: {message}"
         if "ZONE_RESOURCE_POOL_EXHAUSTED" in message or "insufficientCapacity" in reasons:
-            return CapacityError(text)
+            return CapacityError(text, cloud_code="ZONE_RESOURCE_POOL_EXHAUSTED" if "ZONE_RESOURCE_POOL_EXHAUSTED"
+                                 in message else "insufficientCapacity")
         if "quotaExceeded" in reasons or "QUOTA_EXCEEDED" in message:
-            return QuotaError(text)
+            return QuotaError(text, cloud_code="quotaExceeded" if "quotaExceeded" in reasons else "QUOTA_EXCEEDED")
         if status == 501:
             return ProviderError(text, retryable=False)
         if (
@@ -337,10 +338,12 @@ def _operation_error(op: Any, what: str, *, missing: type[ProviderError] = NotFo
     codes = [e.code for e in errors]
     message = "; ".join(e.message or e.code for e in errors) or (op.http_error_message or f"HTTP {status}")
     text = f"{what}: {message}"
-    if any(c.startswith("ZONE_RESOURCE_POOL_EXHAUSTED") or c == "RESOURCE_POOL_EXHAUSTED" for c in codes):
-        return CapacityError(text)
-    if any(c == "QUOTA_EXCEEDED" or c.endswith("_QUOTA_EXCEEDED") for c in codes):
-        return QuotaError(text)
+    capacity = [c for c in codes if c.startswith("ZONE_RESOURCE_POOL_EXHAUSTED") or c == "RESOURCE_POOL_EXHAUSTED"]
+    if capacity:
+        return CapacityError(text, cloud_code=capacity[0])
+    quota = [c for c in codes if c == "QUOTA_EXCEEDED" or c.endswith("_QUOTA_EXCEEDED")]
+    if quota:
+        return QuotaError(text, cloud_code=quota[0])
     if set(codes) & _RETRYABLE_OP_CODES or status == 429 or status >= 500:
         return ProviderError(text, retryable=True)
     if "RESOURCE_NOT_FOUND" in codes or status == 404:
