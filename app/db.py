@@ -113,6 +113,7 @@ class Database:
         self.quota_slots = self.db["quota_slots"]
         self.rate_limits = self.db["rate_limits"]
         self.audit = self.db["audit"]
+        self.capacity_holds = self.db["capacity_holds"]
 
     async def ensure_indexes(self) -> None:
         await self.instances.create_index([("owner", ASCENDING), ("_id", DESCENDING)])

@@ -194,6 +194,11 @@ class Settings(BaseSettings):
     azure_ssh_cidr: str = "0.0.0.0/0"
     azure_polling_interval: float = 5.0
 
+    # --- placement: capacity failover ------------------------------------
+    capacity_cooldown_seconds: float = Field(
+        default=600.0, ge=0, description="after a capacity error, how long other launches of that machine type try "
+                                         "that zone only after every other choice (0 = never held)")
+
     # --- observability: logs and Prometheus metrics ----------------------
     log_level: str = Field(default="INFO", description="the least severe level logged")
     log_format: Literal["json", "text"] = Field(default="json", description="json: one JSON object per line, with "

@@ -23,6 +23,8 @@ class AuditEntry(BaseModel):
     target_type: str
     target_id: str
     address: str | None = None
+    detail: dict[str, str] | None = Field(default=None, description="for onebox's own actions: the rule that fired "
+                                                                  "and its particulars (reaper, failover)")
 
 
 class QuotaUpdate(BaseModel):

@@ -24,12 +24,14 @@ class EventLog:
         self.collection = collection
 
     async def add(self, instance_id: str, type_: str, message: str, *, step: str | None = None,
-                  wait_until: float | None = None) -> None:
+                  wait_until: float | None = None, data: dict[str, Any] | None = None) -> None:
         """Record one event. With ``wait_until`` (a monotonic deadline: a job's lease), a database
         outage is waited out instead of raised; the event keeps its ``_id`` across tries, so one
         that was written before the answer got lost is not written twice."""
         doc = {"instance_id": instance_id, "at": utcnow(), "type": type_, "step": step,
                "message": message[-MAX_MESSAGE_CHARS:]}
+        if data is not None:  # machine-readable details of some events (failover.attempt: zone, code, ...)
+            doc["data"] = data
         if wait_until is None:
             await self.collection.insert_one(doc)
         else:

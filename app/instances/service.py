@@ -23,6 +23,7 @@ from app.lifecycle.delete_requests import new_delete_request
 from app.lifecycle.specs import DEFAULT_DISK_GB
 from app.lifecycle.states import InstanceStatus, recorded
 from app.pagination import page
+from app.placement import plan as placement
 from app.problems import Problem, field_problem, not_found
 from app.services import Services
 from app.validation import check_public_url
@@ -90,6 +91,10 @@ class InstanceService:
         if body.machine_type not in region.machine_types:
             known = ", ".join(sorted(region.machine_types)[:20])
             raise field_problem("machine_type", f"unknown machine type '{body.machine_type}' in {body.region}; known: {known}")
+        wrong = placement.check(body.region, body.zone, body.zones, body.fallback_regions, body.machine_type,
+                                body.snapshot_id, catalog.regions)
+        if wrong is not None:
+            raise field_problem(*wrong)
         if body.image is not None and body.image not in catalog.images:
             pattern = catalog.native_image_pattern
             if not pattern or not re.fullmatch(pattern, body.image):

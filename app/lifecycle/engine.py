@@ -91,9 +91,9 @@ class JobContext:
     def event_instance_id(self) -> str:
         return self.doc.get("instance_id") or self.doc["_id"]
 
-    async def event(self, type_: str, message: str, step: str | None = None) -> None:
+    async def event(self, type_: str, message: str, step: str | None = None, data: dict | None = None) -> None:
         await self.services.events.add(self.event_instance_id, type_, message, step=step,
-                                       wait_until=self.claim.lease_deadline)
+                                       wait_until=self.claim.lease_deadline, data=data)
 
     async def release_quota(self, target_id: str | None = None) -> None:
         """Give back what the target (by default this job's document) counted against its owner's quota."""
@@ -225,7 +225,7 @@ async def _run_steps(ctx: JobContext, definition: JobDefinition) -> dict[str, An
                 await ctx.event("step.retrying", f"{exc.message}; retrying in {delay:.0f}s", step)
                 step_ran(kind, step, "retrying", time.monotonic() - started)
                 return None
-            failure = {"code": exc.code, "message": exc.message, "step": step}
+            failure = {"code": exc.code, "message": exc.message, "step": step, **(getattr(exc, "details", None) or {})}
         except Exception as exc:  # noqa: BLE001 - any bug must still end in cleanup, not a stuck job
             if is_database_down(exc):
                 step_ran(kind, step, "interrupted", time.monotonic() - started)
