@@ -43,23 +43,22 @@ class FailoverStand:
         return body
 
 
-@pytest.fixture
-def aws_failover(aws_env):
+def aws_stand(moto_url: str, proxy) -> FailoverStand:
+    """AWS on moto (at ``moto_url``) behind the EC2 fault proxy ``proxy`` (started). boto3 takes its
+    credentials from the environment."""
     import boto3
 
     from providers.aws import AwsConfig, AwsProvider
-    from tests.fakes.ec2_faults import Ec2FaultProxy
 
     regions = ("us-east-1", "us-west-2")
     for region in regions:  # moto builds a region's default VPC on its first call
-        boto3.client("ec2", region_name=region, endpoint_url=aws_env.url).describe_vpcs()
-    proxy = Ec2FaultProxy(aws_env.url).start()
+        boto3.client("ec2", region_name=region, endpoint_url=moto_url).describe_vpcs()
 
     def make():
         return AwsProvider(AwsConfig(regions=regions, endpoint_url=proxy.url, poll_delay=0.05, consistency_grace=1.0))
 
     def instances(region: str, instance_id: str | None = None) -> list[dict]:
-        ec2 = boto3.client("ec2", region_name=region, endpoint_url=aws_env.url)
+        ec2 = boto3.client("ec2", region_name=region, endpoint_url=moto_url)
         flt = [{"Name": "tag:managed-by", "Values": ["onebox"]}]
         if instance_id:
             flt.append({"Name": "tag:onebox-instance-id", "Values": [instance_id]})
@@ -73,7 +72,7 @@ def aws_failover(aws_env):
     env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
     env.update({"ONEBOX_AWS_ENDPOINT_URL": proxy.url, "ONEBOX_AWS_REGIONS": ",".join(regions),
                 "ONEBOX_AWS_POLL_SECONDS": "0.1"})
-    yield FailoverStand(
+    return FailoverStand(
         "aws", "us-east-1", "us-east-1a", "us-east-1b", "us-west-2", "t3.micro", make,
         capacity=lambda region, zone: proxy.add_fault(action="RunInstances", zone=zone, count=-1,
                                                       code="InsufficientInstanceCapacity").id,
@@ -82,15 +81,24 @@ def aws_failover(aws_env):
         clear=proxy.remove_fault, hits=proxy.fired, parts_in=parts_in,
         alive=lambda: [i["InstanceId"] for region in regions for i in instances(region)],
         worker_env=env, capacity_code="InsufficientInstanceCapacity", quota_code="VcpuLimitExceeded")
-    proxy.stop()
 
 
 @pytest.fixture
-def gcp_failover(gce_server, gce):
+def aws_failover(aws_env):
+    from tests.fakes.ec2_faults import Ec2FaultProxy
+
+    proxy = Ec2FaultProxy(aws_env.url).start()
+    yield aws_stand(aws_env.url, proxy)
+    proxy.stop()
+
+
+def gcp_stand(gce_server) -> FailoverStand:
+    """GCP on the GCE fake (a ``GceFakeServer``, started)."""
     from google.auth.credentials import AnonymousCredentials
 
     from providers.gcp import GcpConfig, GcpProvider
 
+    gce = gce_server.fake
     zones = ("us-central1-a", "us-central1-b", "europe-west1-b")
 
     def make():
@@ -120,6 +128,11 @@ def gcp_failover(gce_server, gce):
         capacity_code="ZONE_RESOURCE_POOL_EXHAUSTED", quota_code="QUOTA_EXCEEDED")
 
 
+@pytest.fixture
+def gcp_failover(gce_server, gce):
+    return gcp_stand(gce_server)
+
+
 AZURE_PARTS = ("Microsoft.Compute/virtualMachines", "Microsoft.Network/networkInterfaces",
                "Microsoft.Network/networkSecurityGroups", "Microsoft.Network/publicIPAddresses",
                "Microsoft.Compute/disks")
@@ -127,9 +140,8 @@ AZURE_QUOTA = ("Operation could not be completed as it results in exceeding appr
                "Additional details - Deployment Model: Resource Manager, Location: {region}, Current Limit: 0.")
 
 
-@pytest.fixture
-def azure_failover(fake):
-    arm = fake
+def azure_stand(arm) -> FailoverStand:
+    """Azure on the ARM fake (an ``ArmFake``, started)."""
     from providers.azure import AzureConfig, AzureProvider
 
     locations = ("eastus", "westeurope")
@@ -165,6 +177,11 @@ def azure_failover(fake):
             (f.hits for f in arm.state.faults if f.id == fault_id), 0),
         parts_in=parts_in, alive=lambda: [r["id"] for r in parts()], worker_env=env,
         capacity_code="ZonalAllocationFailed", quota_code="OperationNotAllowed")
+
+
+@pytest.fixture
+def azure_failover(fake):
+    return azure_stand(fake)
 
 
 STANDS = ["aws_failover", "gcp_failover", "azure_failover"]
