@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Annotated, Literal
@@ -18,6 +19,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIN_HS256_SECRET_BYTES = 32
+# A deployment id is a tag value on AWS and Azure and a label value on GCP: the narrowest of the three.
+DEPLOYMENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 # Feature flags the web dashboard reads from GET /v1/features; ONEBOX_FEATURES overrides them.
 FEATURE_DEFAULTS: dict[str, bool] = {
@@ -194,6 +197,12 @@ class Settings(BaseSettings):
     azure_ssh_cidr: str = "0.0.0.0/0"
     azure_polling_interval: float = 5.0
 
+    # --- deployments sharing a cloud account ------------------------------
+    deployment_id: str | None = Field(
+        default=None, pattern=DEPLOYMENT_ID_PATTERN,
+        description="this onebox deployment's name, tagged onebox-deployment on every cloud resource; the reaper "
+                    "touches only its own deployment's; unset = generated once into <data_dir>/deployment-id")
+
     # --- placement: capacity failover ------------------------------------
     capacity_cooldown_seconds: float = Field(
         default=600.0, ge=0, description="after a capacity error, how long other launches of that machine type try "
@@ -258,6 +267,30 @@ class Settings(BaseSettings):
             return self.mongodb_url
         # FerretDB v1 has no retryable writes: findAndModify with a txnNumber never answers.
         return f"mongodb://{self.embedded_db_address}/?retryWrites=false&directConnection=true"
+
+    def deployment(self) -> str:
+        """This deployment's id: configured, or generated once under data_dir and kept there.
+
+        Every process sharing the data directory reads the same file (the first to start writes it, whole,
+        with a link that fails if another process won). Processes that do not share one (containers) must
+        be given ``ONEBOX_DEPLOYMENT_ID``."""
+        if self.deployment_id is not None:
+            return self.deployment_id
+        path = self.data_dir / "deployment-id"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            draft = path.with_name(f".deployment-id.{os.getpid()}.{secrets.token_hex(4)}")
+            draft.write_text("d" + secrets.token_hex(6) + "\n")
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                pass  # another process of this deployment wrote it first
+            finally:
+                draft.unlink()
+        value = path.read_text().strip()
+        if not re.match(DEPLOYMENT_ID_PATTERN, value):
+            raise ValueError(f"{path} does not hold a deployment id ({DEPLOYMENT_ID_PATTERN}); fix or remove it")
+        return value
 
     def hs256_secret(self) -> bytes:
         """The HS256 secret: configured, or generated once under data_dir (mode 0600)."""

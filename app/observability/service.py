@@ -10,7 +10,7 @@ when scraped, so every API process answers the same thing without any process ke
   database budget; every status the lifecycle knows is reported, 0 included, for each enabled
   provider, so an alert can tell "none" from "not scraped". When the database does not answer,
   the family is left out (and ``onebox_scrape_errors_total`` says so).
-* ``onebox_build_info{version, python}``: always 1.
+* ``onebox_build_info{version, python, deployment}``: always 1.
 """
 
 from __future__ import annotations
@@ -58,13 +58,14 @@ async def instance_counts(services: Services) -> dict[tuple[str, str], int]:
 class _State:
     """The families read at scrape time, as a collector of one scrape's registry."""
 
-    def __init__(self, providers: list[str], counts: dict[tuple[str, str], int] | None) -> None:
-        self.providers, self.counts = providers, counts
+    def __init__(self, providers: list[str], counts: dict[tuple[str, str], int] | None, deployment: str) -> None:
+        self.providers, self.counts, self.deployment = providers, counts, deployment
 
     def collect(self):
-        build = GaugeMetricFamily(f"{NAMESPACE}_build_info", "The running onebox: version and Python (always 1).",
-                                  labels=["version", "python"])
-        build.add_metric([version(), platform.python_version()], 1)
+        build = GaugeMetricFamily(f"{NAMESPACE}_build_info", "The running onebox: version, Python and the "
+                                  "deployment id it tags cloud resources with (always 1).",
+                                  labels=["version", "python", "deployment"])
+        build.add_metric([version(), platform.python_version(), self.deployment], 1)
         yield build
         if self.counts is None:
             return
@@ -97,7 +98,7 @@ async def render(services: Services) -> tuple[bytes, str]:
         MultiProcessCollector(registry, directory)
     else:
         registry.register(_ThisProcess())
-    registry.register(_State(services.providers.enabled, counts))
+    registry.register(_State(services.providers.enabled, counts, services.settings.deployment()))
     body = await asyncio.to_thread(generate_latest, registry)  # reads one file per process and kind
     return body, CONTENT_TYPE_LATEST
 

@@ -5,6 +5,11 @@ instance (or snapshot) id. Every ``reaper_interval_seconds`` one process —
 whoever wins that interval's slot, an insert against a unique index — compares
 each provider's ``list_managed()`` with the records:
 
+* **Deployments.** Providers list only this deployment's resources (tagged
+  ``onebox-deployment=<ONEBOX_DEPLOYMENT_ID>``) and untagged ones made before
+  that tag existed; an untagged resource is adopted only when one of this
+  deployment's records names it, so another onebox sharing the cloud account
+  never loses anything to this reaper.
 * **Orphans.** A resource whose record is missing, ``failed`` or ``deleted``
   (states in which nothing should exist in the cloud), and older than
   ``reaper_grace_seconds``, is deleted by tag and an audit record is written.
@@ -125,11 +130,14 @@ class Reaper:
 
     async def _orphans(self, name: str, provider, resources: list[ManagedResource], report: ReapReport) -> None:
         db = self.services.db
+        mine = self.services.settings.deployment()
         by_instance: dict[str, list[ManagedResource]] = defaultdict(list)
         by_snapshot: dict[str, list[ManagedResource]] = defaultdict(list)
         for r in resources:
             if r.state == InstanceState.TERMINATED:
                 continue  # on its way out of the listing; it costs nothing
+            if r.deployment not in (None, mine):
+                continue  # another deployment's (its provider should not even have listed it)
             if r.snapshot_id:
                 by_snapshot[r.snapshot_id].append(r)
             elif r.instance_id:
@@ -138,6 +146,8 @@ class Reaper:
         snapshots = await _records(db.snapshots, by_snapshot, {"status": 1, "updated_at": 1, "job": 1, "cloud_id": 1})
         for instance_id, parts in sorted(by_instance.items()):
             record = instances.get(instance_id)
+            if record is None and _untagged(parts):
+                continue  # made before deployment tags and named by none of our records: maybe another's
             if self._orphaned(record):
                 ORPHANS_FOUND.labels(name, "instance").inc()
             if not self._old_enough(record, instance_id):
@@ -148,6 +158,8 @@ class Reaper:
             report.removed.append((name, "instance", instance_id))
         for snapshot_id, parts in sorted(by_snapshot.items()):
             record = snapshots.get(snapshot_id)
+            if record is None and _untagged(parts):
+                continue
             if self._orphaned(record):
                 ORPHANS_FOUND.labels(name, "snapshot").inc()
             if not self._old_enough(record, snapshot_id):
@@ -162,6 +174,8 @@ class Reaper:
     async def _record(self, provider: str, kind: str, target_id: str, record: dict | None,
                       parts: list[ManagedResource], instance_id: str | None) -> None:
         why = f"its record is {record['status']}" if record else "it has no record"
+        if _untagged(parts):
+            why += " (made before deployment tags; adopted because a record of this deployment names it)"
         kinds = ", ".join(sorted({p.kind for p in parts}))
         await record_system_action(self.services.db, REAPER, "reap", kind, target_id, provider=provider,
                                    resources=kinds, reason=why)
@@ -203,6 +217,11 @@ class Reaper:
             await record_system_action(db, REAPER, "mark_lost", "instance", doc["_id"], provider=name)
             INSTANCES_LOST.labels(name).inc()
             report.lost.append((name, doc["_id"]))
+
+
+def _untagged(parts: list[ManagedResource]) -> bool:
+    """Made before resources carried their deployment (an older onebox): whose, no tag can tell."""
+    return all(p.deployment is None for p in parts)
 
 
 async def _records(collection, ids, projection: dict) -> dict[str, dict]:
