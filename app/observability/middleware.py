@@ -4,7 +4,8 @@ The outermost of onebox's middlewares, so every line logged while a request is h
 access log, slow-request warnings, events, errors) carries its ``request_id``; a request that
 queues a job stores the id with it (``app.worker.jobs.new_job``), and the worker's lines for that
 job carry it too. The id is the client's ``X-Request-ID`` when well-formed, else a fresh one, and
-is returned in the response's ``X-Request-ID``.
+is returned in the response's ``X-Request-ID``. The access line of a route about one instance
+(``/v1/instances/{instance_id}…``) names that instance too.
 
 Routes are labelled by their template (``/v1/instances/{instance_id}``), never the raw path, and
 paths no route matches share one label, so a scan of random URLs cannot blow up the number of
@@ -53,6 +54,11 @@ class RequestObservation:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message = {**message, "headers": [*message.get("headers", []), (_HEADER, request_id.encode())]}
+                # the server's access line is written now: name the instance the route is about
+                instance = (scope.get("path_params") or {}).get("instance_id")
+                if instance:
+                    with log_context(instance_id=instance):
+                        return await send(message)
             await send(message)
 
         with log_context(request_id=request_id):

@@ -114,6 +114,8 @@ async def test_two_apis_one_worker_count_everything_once_and_share_request_ids(d
                          if e.get("request_id") == request_id and e.get("instance_id") == instance_id]
             assert in_api, (request_id, "API")
             assert in_worker, (request_id, "worker")
+        access = [e for e in api_lines if e["logger"] == "uvicorn.access" and e.get("request_id") == f"delete-{n}"]
+        assert [e.get("instance_id") for e in access] == [instance_id], "the access line names the instance"
         steps = {e.get("step") for e in worker_lines if e.get("request_id") == f"create-{n}"}
         assert set(STEPS) <= steps
     assert not any("Traceback" in e.get("exc", "") for e in worker_lines)
