@@ -55,7 +55,9 @@ def aws_stand(moto_url: str, proxy) -> FailoverStand:
         boto3.client("ec2", region_name=region, endpoint_url=moto_url).describe_vpcs()
 
     def make():
-        return AwsProvider(AwsConfig(regions=regions, endpoint_url=proxy.url, poll_delay=0.05, consistency_grace=1.0))
+        # EC2 answers InsufficientInstanceCapacity with a 500, which botocore retries: two tries, not five
+        return AwsProvider(AwsConfig(regions=regions, endpoint_url=proxy.url, poll_delay=0.05, consistency_grace=1.0,
+                                     max_attempts=2))
 
     def instances(region: str, instance_id: str | None = None) -> list[dict]:
         ec2 = boto3.client("ec2", region_name=region, endpoint_url=moto_url)
