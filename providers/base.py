@@ -284,7 +284,8 @@ class Provider(Protocol):
         """Every resource tagged managed-by=onebox, in every configured region, that belongs to this
         provider's deployment or to none (``listed_for``): never another deployment's.
 
-        Stopped instances are listed too (state ``stopped``): they still hold disks.
+        Stopped instances are listed too: they still hold disks (``state`` is the cloud's
+        word where its listing has one: Azure lists provisioning states, not power states).
         """
         ...
 

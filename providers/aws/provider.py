@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError, WaiterError
 
 from providers import prices
 from providers.aws.config import AwsConfig
-from providers.aws.ec2 import (
+from providers.aws.mapping import (
     DEFAULT_IMAGE,
     IMAGE_FILTERS,
     IMAGE_STATUS_MAP,

@@ -27,7 +27,7 @@ from botocore.exceptions import (
 
 from providers.aws import AwsConfig, AwsProvider
 from providers.aws.errors import map_botocore_error, map_client_error, translate
-from providers.aws.ec2 import IMAGE_FILTERS, client_token, cloud_config, image_name
+from providers.aws.mapping import IMAGE_FILTERS, client_token, cloud_config, image_name
 from providers.base import (
     IMAGE_ALIASES,
     CapacityError,
