@@ -23,8 +23,9 @@ class AuditEntry(BaseModel):
     target_type: str
     target_id: str
     address: str | None = None
-    detail: dict[str, str] | None = Field(default=None, description="for onebox's own actions: the rule that fired "
-                                                                  "and its particulars (reaper, failover)")
+    detail: dict[str, str | None] | None = Field(default=None, description="for onebox's own actions: the rule "
+                                                                         "that fired and its particulars (reaper, "
+                                                                         "failover, policies)")
 
 
 class QuotaUpdate(BaseModel):

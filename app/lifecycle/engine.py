@@ -83,7 +83,8 @@ class JobContext:
     def metric_kind(self) -> str:
         """The job's kind for metrics, named with its queue (instances and snapshots both have ``delete``);
         read once, while the job is still on its document."""
-        queue = {"instances": "instance", "snapshots": "snapshot", "delete_requests": "delete_request"}
+        queue = {"instances": "instance", "snapshots": "snapshot", "delete_requests": "delete_request",
+                 "action_requests": "action_request", "qa_runs": "qa_run"}
         name = self.claim.queue.collection.name
         return f"{queue.get(name, name)}.{self.claim.job['kind']}"
 
@@ -125,6 +126,10 @@ class JobDefinition(Protocol):
     steps: tuple[str, ...]
     retry_forever: bool  # deletes never give up: a leaked resource costs money
     announce_steps: bool  # write step.started/step.succeeded events
+    cancel_message: str  # the failure's message when a cancel request stops the job
+    cancel_event: str
+    cleanup_started: str  # the cleanup events' messages
+    cleanup_done: str
 
     async def run_step(self, step: str, ctx: JobContext) -> dict[str, Any] | None: ...
     async def cancel_requested(self, ctx: JobContext) -> bool: ...
@@ -140,6 +145,10 @@ class JobBase:
     steps: tuple[str, ...] = ()
     retry_forever = False
     announce_steps = True
+    cancel_message = "deleted before it was ready"
+    cancel_event = "delete requested: stopping and cleaning up"
+    cleanup_started = "removing everything this instance may own"
+    cleanup_done = "cleanup done; nothing is left in the cloud"
 
     async def cancel_requested(self, ctx: JobContext) -> bool:
         return False
@@ -182,9 +191,9 @@ async def _run_steps(ctx: JobContext, definition: JobDefinition) -> dict[str, An
         bind(step=step)  # this job's lines name the step (the worker unbinds it when the job ends)
         kind = ctx.metric_kind
         if await definition.cancel_requested(ctx):
-            failure = {"code": "cancelled", "message": "deleted before it was ready", "step": step}
+            failure = {"code": "cancelled", "message": definition.cancel_message, "step": step}
             await ctx.claim.update({"$set": {"job.failure": failure, "job.attempts": 0}})
-            await ctx.event("step.cancelled", "delete requested: stopping and cleaning up", step)
+            await ctx.event("step.cancelled", definition.cancel_event, step)
             JOB_STEPS.labels(kind, step, "cancelled").inc()
             return failure
         if ctx.stopping is not None and ctx.stopping.is_set():
@@ -246,7 +255,7 @@ async def _run_steps(ctx: JobContext, definition: JobDefinition) -> dict[str, An
         JOBS_FINISHED.labels(ctx.metric_kind, "succeeded").inc()
         return None
     # succeed() declined: a delete came in at the last moment.
-    failure = {"code": "cancelled", "message": "deleted before it was ready", "step": definition.steps[-1]}
+    failure = {"code": "cancelled", "message": definition.cancel_message, "step": definition.steps[-1]}
     await ctx.claim.update({"$set": {"job.failure": failure, "job.attempts": 0}})
     return failure
 
@@ -265,7 +274,7 @@ async def _run_step_through_outages(ctx: JobContext, definition: JobDefinition, 
 
 async def _cleanup(ctx: JobContext, definition: JobDefinition, failure: dict[str, Any], settings) -> None:
     bind(step="cleanup")
-    await ctx.event("cleanup.started", "removing everything this instance may own", "cleanup")
+    await ctx.event("cleanup.started", definition.cleanup_started, "cleanup")
     started = time.monotonic()
     try:
         kill_if_drilled(settings, "cleanup")
@@ -284,6 +293,6 @@ async def _cleanup(ctx: JobContext, definition: JobDefinition, failure: dict[str
         step_ran(ctx.metric_kind, "cleanup", "retrying", time.monotonic() - started)
         return
     step_ran(ctx.metric_kind, "cleanup", "succeeded", time.monotonic() - started)
-    await ctx.event("cleanup.succeeded", "cleanup done; nothing is left in the cloud", "cleanup")
+    await ctx.event("cleanup.succeeded", definition.cleanup_done, "cleanup")
     await definition.fail(ctx, failure)
     JOBS_FINISHED.labels(ctx.metric_kind, "cancelled" if failure.get("code") == "cancelled" else "failed").inc()

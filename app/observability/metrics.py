@@ -62,6 +62,10 @@ INSTANCES_LOST = Counter("instances_lost", "Running instances whose VM vanished 
 REAPER_PASSES = Counter("reaper_passes", "Reaper passes run (one process at a time), by outcome (ok, or "
                         "unreachable when a provider could not be listed).", ["outcome"], namespace=NAMESPACE)
 
+POLICY_ACTIONS = Counter("policy_actions", "Actions the scheduler filed by itself (a stop or delete request), by "
+                         "provider, the rule that fired (ttl, idle, stopped_too_long) and the action.",
+                         ["provider", "rule", "action"], namespace=NAMESPACE)
+
 AGENT_POSTS = Counter("agent_posts", "Agent metric posts, by outcome: accepted (2xx), refused (4xx: bad or revoked "
                       "token, invalid body, too large) or failed (5xx: not stored, the agent sends again).",
                       ["outcome"], namespace=NAMESPACE)

@@ -11,6 +11,11 @@ when scraped, so every API process answers the same thing without any process ke
   provider, so an alert can tell "none" from "not scraped". When the database does not answer,
   the family is left out (and ``onebox_scrape_errors_total`` says so).
 * ``onebox_build_info{version, python, deployment}``: always 1.
+
+Other features add scrape-time families of their own by appending an async function of ``Services``
+returning prometheus-client ``Metric`` families to ``SCRAPE_SOURCES`` (one line where the feature is
+wired up): they join this one route and registry. One that fails is left out of that scrape, counted in
+``onebox_scrape_errors_total``, and does not cost the others.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ import hmac
 import importlib.metadata
 import logging
 import platform
-from typing import Annotated
+from typing import Annotated, Awaitable, Callable
 
 from fastapi import Depends, Request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.lifecycle.states import InstanceStatus
@@ -35,8 +41,10 @@ from app.services import Services
 
 log = logging.getLogger("onebox.observability")
 
-SCRAPE_ERRORS = Counter("scrape_errors", "Scrapes that could not read the state from the database (the "
-                        "onebox_instances family was left out).", namespace=NAMESPACE)
+SCRAPE_ERRORS = Counter("scrape_errors", "Scrapes that left a scrape-time family out (onebox_instances when the "
+                        "database did not answer, or a feature's gauges that failed).", namespace=NAMESPACE)
+# The hook for other features' scrape-time gauges (costs: spend and budgets, app.costs.metrics.cost_families).
+SCRAPE_SOURCES: list[Callable[[Services], Awaitable[list[Metric]]]] = []
 COUNTED_STATUSES = [s.value for s in InstanceStatus if s is not InstanceStatus.DELETED]
 
 
@@ -78,6 +86,16 @@ class _State:
         yield instances
 
 
+class _Families:
+    """Families computed for one scrape."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self):
+        return self.families
+
+
 class _ThisProcess:
     """This process's own metrics (when counters are not shared through files)."""
 
@@ -99,6 +117,12 @@ async def render(services: Services) -> tuple[bytes, str]:
     else:
         registry.register(_ThisProcess())
     registry.register(_State(services.providers.enabled, counts, services.settings.deployment()))
+    for source in SCRAPE_SOURCES:
+        try:
+            registry.register(_Families(await source(services)))
+        except Exception as exc:  # noqa: BLE001 - one feature's gauges must not cost the whole scrape
+            log.warning("metrics: %s failed: %s", getattr(source, "__qualname__", source), type(exc).__name__)
+            SCRAPE_ERRORS.inc()
     body = await asyncio.to_thread(generate_latest, registry)  # reads one file per process and kind
     return body, CONTENT_TYPE_LATEST
 
