@@ -30,7 +30,7 @@ COPY --from=build /app/providers /app/providers
 COPY --from=database /out/ /app/.bin/mongo-server/
 COPY playbooks/ /app/playbooks/
 ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 ONEBOX_DATA_DIR=/data
-RUN mkdir -p /data && chown onebox:onebox /data
+RUN mkdir -p /data/prometheus && chown -R onebox:onebox /data
 USER onebox
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"

@@ -73,9 +73,22 @@ def root(
 
 def _server_logging(ctx: typer.Context) -> None:
     from app.logs import setup_logging
+    from app.settings import get_settings
 
     debug = (ctx.find_root().obj or {}).get("debug")
-    setup_logging("DEBUG" if debug else os.environ.get("ONEBOX_LOG_LEVEL", "INFO"))
+    try:
+        settings = get_settings()
+        level, fmt = settings.log_level, settings.log_format
+    except ValueError:  # a configuration error: _configuration_errors says what it is
+        level, fmt = "INFO", "json"
+    setup_logging("DEBUG" if debug else level, fmt)
+
+
+def _share_metrics(settings) -> None:
+    """Count into the host's shared Prometheus directory (before any metric exists)."""
+    from app.observability.multiprocess import enable
+
+    enable(settings.prometheus_path)
 
 
 def _configuration_errors(run: Any) -> Any:
@@ -110,10 +123,12 @@ def serve(
     def run() -> None:
         import uvicorn
 
-        from app.main import create_app
         from app.settings import get_settings
 
         settings = get_settings()
+        _share_metrics(settings)
+        from app.main import create_app
+
         if settings.jwt_algorithm == "HS256":
             settings.hs256_secret()  # refuse a weak secret before anything starts
         if "ONEBOX_PUBLIC_URL" not in os.environ:  # agents on local instances reach us where we listen
@@ -136,11 +151,13 @@ def worker(ctx: typer.Context) -> None:
     _server_logging(ctx)
 
     def run() -> None:
-        from app.services import Services
         from app.settings import get_settings
-        from app.worker.runner import Worker
 
         settings = get_settings()
+        _share_metrics(settings)
+        from app.services import Services
+        from app.worker.runner import Worker
+
 
         async def main() -> None:
             services = Services.build(settings)

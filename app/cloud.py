@@ -56,19 +56,20 @@ class ProviderRegistry:
 
     def _build(self, name: str) -> Provider:
         s = self.settings
+        deployment = s.deployment()  # tagged on everything a provider makes; its listings skip other deployments'
         if name == "local":
             from providers.local import LocalConfig, LocalProvider
 
             return LocalProvider(LocalConfig(
                 root=s.data_dir / "local", ssh_port=s.local_ssh_port, address_first=s.local_address_first,
-                address_last=s.local_address_last, create_delay=s.local_create_delay_seconds,
+                address_last=s.local_address_last, create_delay=s.local_create_delay_seconds, deployment=deployment,
             ))
         if name == "aws":
             from providers.aws import AwsConfig, AwsProvider
 
             return AwsProvider(AwsConfig(
                 regions=tuple(s.aws_regions), endpoint_url=s.aws_endpoint_url, ssh_cidr=s.aws_ssh_cidr,
-                reboot_on_snapshot=s.aws_reboot_on_snapshot, poll_delay=s.aws_poll_seconds,
+                reboot_on_snapshot=s.aws_reboot_on_snapshot, poll_delay=s.aws_poll_seconds, deployment=deployment,
             ))
         if name == "gcp":
             from providers.gcp import GcpConfig, GcpProvider
@@ -82,7 +83,7 @@ class ProviderRegistry:
                 credentials = AnonymousCredentials()
             return GcpProvider(GcpConfig(project=s.gcp_project, zones=tuple(s.gcp_zones),
                                          api_endpoint=s.gcp_api_endpoint, ssh_cidr=s.gcp_ssh_cidr,
-                                         poll_interval=s.gcp_poll_seconds),
+                                         poll_interval=s.gcp_poll_seconds, deployment=deployment),
                                credentials=credentials)
         if name == "azure":
             from providers.azure import AzureConfig, AzureProvider
@@ -93,7 +94,7 @@ class ProviderRegistry:
                 subscription_id=s.azure_subscription_id, resource_group=s.azure_resource_group,
                 locations=tuple(s.azure_locations), base_url=s.azure_base_url, ca_bundle=s.azure_ca_bundle,
                 static_token=s.azure_static_token.get_secret_value() if s.azure_static_token else None,
-                ssh_cidr=s.azure_ssh_cidr, polling_interval=s.azure_polling_interval,
+                ssh_cidr=s.azure_ssh_cidr, polling_interval=s.azure_polling_interval, deployment=deployment,
             ))
         raise UnknownProvider(name)
 

@@ -29,6 +29,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, OperationFailure
 
+from app.observability.dbwatch import CommandLatency
 from app.settings import Settings
 
 log = logging.getLogger("onebox.db")
@@ -97,6 +98,7 @@ def connect(settings: Settings) -> AsyncMongoClient:
         connectTimeoutMS=min(timeout_ms, 2000),
         timeoutMS=timeout_ms,
         appname="onebox",
+        event_listeners=[CommandLatency()],  # onebox_db_command_duration_seconds
     )
 
 
@@ -129,6 +131,7 @@ class Database:
         self.budget_reservations = self.db["budget_reservations"]
         self.budget_alerts = self.db["budget_alerts"]
         self.team_members = self.db["team_members"]
+        self.capacity_holds = self.db["capacity_holds"]
         # QA runs (app/qa): runs with their jobs, results kept for baselines and comparisons, admin baselines,
         # one lock per instance under test, cancel requests.
         self.qa_runs = self.db["qa_runs"]
@@ -140,7 +143,7 @@ class Database:
     async def ensure_indexes(self) -> None:
         await self.instances.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
         await self.instances.create_index([("job.not_before", ASCENDING)])
-        await self.instances.create_index([("status", ASCENDING), ("provider", ASCENDING)])  # reaper, scheduler
+        await self.instances.create_index([("status", ASCENDING), ("provider", ASCENDING)])  # reaper, scheduler, /metrics
         await self.snapshots.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
         await self.snapshots.create_index([("job.not_before", ASCENDING)])
         await self.delete_requests.create_index([("job.not_before", ASCENDING)])

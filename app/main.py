@@ -15,7 +15,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from app.api import admin, agent, catalog, costs, health, instances, policies, qa, snapshots, web
+from app.api import admin, agent, catalog, costs, health, instances, policies, prometheus, qa, snapshots, web
+from app.costs.metrics import cost_families
+from app.observability.middleware import REQUEST_ID_HEADER, RequestObservation
+from app.observability.service import SCRAPE_SOURCES
 from app.problems import Problem, install, problem_response
 from app.services import Services
 from app.settings import Settings, get_settings
@@ -104,6 +107,11 @@ async def _refresh_jwks(services: Services, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), services.settings.jwks_refresh_seconds)
 
 
+# Scrape-time gauges of features other than observability join the one GET /metrics.
+if cost_families not in SCRAPE_SOURCES:
+    SCRAPE_SOURCES.append(cost_families)
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None, *,
                run_worker: bool = False) -> FastAPI:
     settings = settings or get_settings()
@@ -155,9 +163,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(catalog.router)
     app.include_router(costs.router)
     app.include_router(costs.admin_router)
-    app.include_router(costs.metrics_router)
     app.include_router(qa.router)
     app.include_router(web.router)
+    app.include_router(prometheus.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(SlowRequestLog, threshold=settings.slow_request_seconds)
@@ -167,6 +175,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # so no cookies are needed and credentials stay off.
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
                            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
-                           expose_headers=["Location", "Retry-After"], max_age=600)
+                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID",
+                                          REQUEST_ID_HEADER],
+                           expose_headers=["Location", "Retry-After", REQUEST_ID_HEADER], max_age=600)
+    # Outermost: every line logged while a request is handled carries its id; every answer is counted.
+    app.add_middleware(RequestObservation)
     return app

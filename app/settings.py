@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Annotated, Literal
@@ -18,6 +19,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIN_HS256_SECRET_BYTES = 32
+# A deployment id is a tag value on AWS and Azure and a label value on GCP: the narrowest of the three.
+DEPLOYMENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 # Feature flags the web dashboard reads from GET /v1/features; ONEBOX_FEATURES overrides them.
 FEATURE_DEFAULTS: dict[str, bool] = {
@@ -302,6 +305,26 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=8, ge=1, le=50, description="attempts before a delivery is given up")
     webhook_backoff_seconds: float = Field(default=5.0, gt=0, description="the first retry's delay; doubled each "
                                                                           "time, at most an hour")
+    # --- deployments sharing a cloud account ------------------------------
+    deployment_id: str | None = Field(
+        default=None, pattern=DEPLOYMENT_ID_PATTERN,
+        description="this onebox deployment's name, tagged onebox-deployment on every cloud resource; the reaper "
+                    "touches only its own deployment's; unset = generated once into <data_dir>/deployment-id")
+
+    # --- placement: capacity failover ------------------------------------
+    capacity_cooldown_seconds: float = Field(
+        default=600.0, ge=0, description="after a capacity error, how long other launches of that machine type try "
+                                         "that zone only after every other choice (0 = never held)")
+
+    # --- observability: logs and Prometheus metrics ----------------------
+    log_level: str = Field(default="INFO", description="the least severe level logged")
+    log_format: Literal["json", "text"] = Field(default="json", description="json: one JSON object per line, with "
+                                                                        "request, instance, job, step and worker ids")
+    prometheus_dir: Path | None = Field(
+        default=None, description="where every process of one host keeps its Prometheus counters, so that any API "
+                                  "process answers GET /metrics for all of them; unset = <data_dir>/prometheus")
+    prometheus_token: SecretStr | None = Field(default=None, description="when set, GET /metrics needs "
+                                                                         "Authorization: Bearer <this token>")
 
     @field_validator("providers", "inject_faults", "test_kill_at", "aws_regions", "gcp_zones", "azure_locations",
                      "url_allowlist", "jwks_allowed_hosts", "cors_origins", "ttl_warning_seconds",
@@ -311,6 +334,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+    @field_validator("prometheus_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        return None if value in ("", None) else value
 
     @field_validator("cors_origins")
     @classmethod
@@ -348,6 +376,10 @@ class Settings(BaseSettings):
         return {**FEATURE_DEFAULTS, **self.features}
 
     @property
+    def prometheus_path(self) -> Path:
+        return self.prometheus_dir or self.data_dir / "prometheus"
+
+    @property
     def embedded_db(self) -> bool:
         return self.mongodb_url is None
 
@@ -357,6 +389,30 @@ class Settings(BaseSettings):
             return self.mongodb_url
         # The embedded server has no sessions, hence no retryable writes.
         return f"mongodb://{self.embedded_db_address}/?retryWrites=false&directConnection=true"
+
+    def deployment(self) -> str:
+        """This deployment's id: configured, or generated once under data_dir and kept there.
+
+        Every process sharing the data directory reads the same file (the first to start writes it, whole,
+        with a link that fails if another process won). Processes that do not share one (containers) must
+        be given ``ONEBOX_DEPLOYMENT_ID``."""
+        if self.deployment_id is not None:
+            return self.deployment_id
+        path = self.data_dir / "deployment-id"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            draft = path.with_name(f".deployment-id.{os.getpid()}.{secrets.token_hex(4)}")
+            draft.write_text("d" + secrets.token_hex(6) + "\n")
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                pass  # another process of this deployment wrote it first
+            finally:
+                draft.unlink()
+        value = path.read_text().strip()
+        if not re.match(DEPLOYMENT_ID_PATTERN, value):
+            raise ValueError(f"{path} does not hold a deployment id ({DEPLOYMENT_ID_PATTERN}); fix or remove it")
+        return value
 
     def hs256_secret(self) -> bytes:
         """The HS256 secret: configured, or generated once under data_dir (mode 0600)."""

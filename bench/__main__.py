@@ -23,7 +23,7 @@ from bench.common import Row
 
 # scenario name → module (``list`` is a builtin's name, hence ``listing``)
 SCENARIOS = {"ingest": "ingest", "list": "listing", "claim": "claim", "series": "series", "provision": "provision",
-             "configure": "configure", "agent": "agent", "scale": "scale"}
+             "configure": "configure", "agent": "agent", "scale": "scale", "ready": "readiness"}
 HERE = Path(__file__).parent
 
 

@@ -18,6 +18,13 @@ Rules every provider keeps, because the engine relies on them:
 * ``delete_instance`` finds what to delete by tag, not only by a recorded id,
   and returns only once the cloud confirms every part is gone. Deleting
   something already gone is not an error.
+* Deployments that share a cloud account never touch each other. A provider
+  is built for one deployment (``<Name>Config.deployment``, onebox's
+  ``ONEBOX_DEPLOYMENT_ID``): every resource it makes, instances' and
+  snapshots' alike, also carries ``onebox-deployment=<deployment>``
+  (``managed_tags``), and ``list_managed`` leaves out every resource tagged
+  with another deployment (``listed_for``). Resources made before this tag
+  existed are listed with ``deployment=None``.
 * Errors are typed: ``ProviderError(retryable=True)`` is retried by the engine
   with backoff; anything else fails the step for good and triggers cleanup.
   Messages are written for the user who asked for the instance and never
@@ -58,14 +65,25 @@ MANAGED_BY_VALUE = "onebox"
 INSTANCE_ID_TAG = "onebox-instance-id"
 SNAPSHOT_ID_TAG = "onebox-snapshot-id"
 OWNER_TAG = "onebox-owner"
+DEPLOYMENT_TAG = "onebox-deployment"
 
 # Portable image names a user may give instead of a cloud's native image id.
 IMAGE_ALIASES: tuple[str, ...] = ("ubuntu-22.04", "ubuntu-24.04", "debian-12")
 
 
-def managed_tags(instance_id: str, owner: str) -> dict[str, str]:
-    """The tags every cloud resource of one onebox instance carries."""
-    return {MANAGED_BY_TAG: MANAGED_BY_VALUE, INSTANCE_ID_TAG: instance_id, OWNER_TAG: owner}
+def managed_tags(instance_id: str, owner: str, deployment: str | None = None) -> dict[str, str]:
+    """The tags every cloud resource of one onebox instance carries (the deployment's, when it has one)."""
+    tags = {MANAGED_BY_TAG: MANAGED_BY_VALUE, INSTANCE_ID_TAG: instance_id, OWNER_TAG: owner}
+    if deployment:
+        tags[DEPLOYMENT_TAG] = deployment
+    return tags
+
+
+def listed_for(resource_deployment: str | None, deployment: str | None) -> bool:
+    """Whether ``list_managed`` of ``deployment`` lists a resource tagged ``resource_deployment``: its
+    own, and untagged ones (made before deployment tags existed), never another deployment's. A
+    provider built without a deployment (tools, tests) lists everything tagged managed-by=onebox."""
+    return deployment is None or resource_deployment in (None, deployment)
 
 
 class InstanceState(enum.StrEnum):
@@ -211,6 +229,9 @@ class ManagedResource:
     instance_id: str | None = None
     snapshot_id: str | None = None
     state: str | None = None
+    # Its onebox-deployment tag: the provider's own deployment, or None for a resource made before
+    # deployments were tagged (the reaper adopts those only when one of its records names them).
+    deployment: str | None = None
 
 
 @runtime_checkable
@@ -260,7 +281,8 @@ class Provider(Protocol):
         ...
 
     def list_managed(self) -> list[ManagedResource]:
-        """Every resource tagged managed-by=onebox, in every configured region.
+        """Every resource tagged managed-by=onebox, in every configured region, that belongs to this
+        provider's deployment or to none (``listed_for``): never another deployment's.
 
         Stopped instances are listed too: they still hold disks (``state`` is the cloud's
         word where its listing has one: Azure lists provisioning states, not power states).
@@ -315,6 +337,7 @@ class ProviderError(Exception):
         retryable: bool | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        cloud_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -322,6 +345,9 @@ class ProviderError(Exception):
         if code is not None:
             self.code = code
         self.retry_after = retry_after  # seconds the cloud asked us to wait, if it said
+        # The cloud's own error code when it gave one (InsufficientInstanceCapacity,
+        # ZONE_RESOURCE_POOL_EXHAUSTED, ZonalAllocationFailed, …): failover events and metrics name it.
+        self.cloud_code = cloud_code
 
     def __str__(self) -> str:
         return self.message

@@ -151,20 +151,3 @@ async def remove_team_member(team: TeamName, user: UserName, admin: AdminUser, c
     await costs.unassign(team, user)
     await audit.record("team.unassign", "user", user, team=team)
     return Response(status_code=204)
-
-
-# --- Prometheus (interim) -----------------------------------------------------------------------------
-# A minimal GET /metrics until the observability work brings the shared one; then the cost gauges
-# (app.costs.metrics.cost_families) join that endpoint and this route goes. Admins only: the gauges
-# name users and teams.
-
-metrics_router = APIRouter(route_class=DeadlineRoute, tags=["metrics"],
-                           responses={**PROBLEM_RESPONSES, 403: {"description": "not an admin"}})
-
-
-@metrics_router.get("/metrics", response_class=Response, operation_id="prometheus_metrics",
-                    responses={200: {"content": {"text/plain": {}}}})
-async def prometheus_metrics(admin: AdminUser, costs: Costs) -> Response:
-    """Prometheus text format: this process's default metrics and the cost gauges (computed now)."""
-    body, media_type = await costs.prometheus()
-    return Response(body, media_type=media_type)

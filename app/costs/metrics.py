@@ -10,19 +10,14 @@ the current calendar month, UTC):
   ``onebox_budget_reserved_usd{scope,name}`` and ``onebox_budget_used_ratio{scope,name}`` (spent /
   limit; 1 = exhausted) for every budget.
 
-To serve them from a ``GET /metrics`` of its own registry (prometheus-client, multiprocess or not),
-a scrape reads them first, then registers them — one line in an async handler:
-
-    registry.register(await CostCollector.read(services))
-
-``CostCollector.read`` never raises: when the database does not answer, the collector is empty
-(and the rest of the scrape is still served). Until such an endpoint exists, ``exposition`` below
-serves the interim admin-only ``GET /metrics`` of ``app.api.costs``.
+They join the one ``GET /metrics`` as a scrape-time source (``app.observability.service.SCRAPE_SOURCES``,
+registered in ``app.main``); when the database does not answer, that scrape leaves them out and counts
+``onebox_scrape_errors_total``. The budget gauges name users and teams, so they are served only when
+``/metrics`` is guarded (``ONEBOX_PROMETHEUS_TOKEN``); the spend by provider always is.
 """
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 
 from prometheus_client.core import GaugeMetricFamily
@@ -32,9 +27,6 @@ from app.clock import utcnow
 from app.costs import ledger
 from app.costs.budgets import BudgetKeeper
 from app.costs.repository import CostRepository
-
-log = logging.getLogger("onebox.costs.metrics")
-
 
 async def cost_families(services) -> list[Metric]:
     repo = CostRepository(services.db)
@@ -61,6 +53,8 @@ async def cost_families(services) -> list[Metric]:
     reserved = GaugeMetricFamily("onebox_budget_reserved_usd", "Projected by accepted creates and starts, not spent "
                                  "yet.", labels=["scope", "name"])
     ratio = GaugeMetricFamily("onebox_budget_used_ratio", "Spent / limit (1 = exhausted).", labels=["scope", "name"])
+    if services.settings.prometheus_token is None:  # an open endpoint names nobody
+        return [month_to_date, per_hour]
     for budget in await repo.all_budgets():
         st = await keeper.standing(budget, book, now)
         labels = [budget["scope"], budget["name"]]
@@ -69,31 +63,3 @@ async def cost_families(services) -> list[Metric]:
         reserved.add_metric(labels, st.reserved_usd)
         ratio.add_metric(labels, st.used_percent / 100)
     return [month_to_date, per_hour, limit, used, reserved, ratio]
-
-
-class CostCollector:
-    """The cost gauges of one scrape, read from the ledger beforehand (a collector's ``collect`` is not
-    async), for any ``CollectorRegistry``."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self.families = families
-
-    @classmethod
-    async def read(cls, services) -> "CostCollector":
-        try:
-            return cls(await cost_families(services))
-        except Exception as exc:  # noqa: BLE001 - the scrape's other metrics are still worth answering
-            log.warning("metrics: cannot read the cost gauges: %s", type(exc).__name__)
-            return cls([])
-
-    def collect(self):
-        return iter(self.families)
-
-
-async def exposition(services) -> tuple[bytes, str]:
-    """The interim ``GET /metrics`` answer: this process's default metrics, then the cost gauges."""
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(await CostCollector.read(services))
-    return generate_latest(REGISTRY) + generate_latest(registry), CONTENT_TYPE_LATEST

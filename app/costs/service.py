@@ -233,11 +233,6 @@ class CostService:
         """For the catalog: the price in force now (an admin's, else the sheet's)."""
         return (await self._book()).hourly_at(provider, region, machine_type, utcnow())
 
-    async def prometheus(self) -> tuple[bytes, str]:
-        from app.costs.metrics import exposition
-
-        return await exposition(self.services)
-
     # --- teams ------------------------------------------------------------------------------------
     async def assign(self, admin: Principal, team: str, user: str) -> list[str]:
         await self.repo.assign_team(user, team, admin.subject)

@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.costs.models import InstanceCost
+from app.placement.plan import MAX_FALLBACK_REGIONS, MAX_ZONES
 from app.policies.models import (
     ExpiresAt,
     IdleMinutes,
@@ -82,6 +83,12 @@ class InstanceCreate(BaseModel):
     provider: ProviderName
     region: str = Field(min_length=1, max_length=64)
     zone: str | None = Field(default=None, min_length=1, max_length=64)
+    zones: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=MAX_ZONES,
+        description="zones to try in order (in the region or the fallback regions); on a capacity error the next")
+    fallback_regions: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=MAX_FALLBACK_REGIONS,
+        description="regions to try in order after the region's zones, on capacity or quota errors")
     machine_type: str = Field(min_length=1, max_length=64)
     image: str | None = Field(default=None, min_length=1, max_length=256,
                               description="a portable alias (ubuntu-22.04, ubuntu-24.04, debian-12) or the cloud's native image id")
@@ -125,10 +132,18 @@ class InstanceCreate(BaseModel):
         return self
 
 
+class PlacementAttempt(BaseModel):
+    region: str
+    zone: str | None = None
+    outcome: Literal["capacity", "quota"]
+    code: str | None = Field(default=None, description="the cloud's error code")
+
+
 class InstanceError(BaseModel):
     code: str
     message: str
     step: str | None = None
+    tried: list[PlacementAttempt] | None = Field(default=None, description="no_capacity: every placement tried")
 
 
 class GpuHealth(BaseModel):
@@ -156,8 +171,10 @@ class InstancePublic(BaseModel):
     name: str
     owner: str
     provider: ProviderName
-    region: str
+    region: str = Field(description="where it is (with failover: where it landed, once created)")
     zone: str | None = None
+    zones: list[str] = Field(default_factory=list)
+    fallback_regions: list[str] = Field(default_factory=list)
     machine_type: str
     image: str | None = None
     snapshot_id: str | None = None
@@ -204,3 +221,5 @@ class Event(BaseModel):
     step: str | None = None
     actor: str | None = Field(default=None, description="who acted when onebox did by itself: budget, reaper, …")
     message: str
+    data: dict[str, Any] | None = Field(default=None, description="details of some events, e.g. failover.attempt: "
+                                                                   "{region, zone, outcome, code, next}")

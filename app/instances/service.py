@@ -32,6 +32,7 @@ from app.policies.models import LifecyclePatch, lifecycle_values
 from app.policies.rules import LIFECYCLE_FIELDS, run_started_at
 from app.policies.service import LifecycleSettings, PolicyService, attach_lifecycle, refuse_looser
 from app.pagination import page
+from app.placement import plan as placement
 from app.problems import Problem, field_problem, not_found
 from app.services import Services
 from app.validation import check_public_url
@@ -110,6 +111,10 @@ class InstanceService:
         if body.machine_type not in region.machine_types:
             known = ", ".join(sorted(region.machine_types)[:20])
             raise field_problem("machine_type", f"unknown machine type '{body.machine_type}' in {body.region}; known: {known}")
+        wrong = placement.check(body.region, body.zone, body.zones, body.fallback_regions, body.machine_type,
+                                body.snapshot_id, catalog.regions)
+        if wrong is not None:
+            raise field_problem(*wrong)
         if body.image is not None and body.image not in catalog.images:
             pattern = catalog.native_image_pattern
             if not pattern or not re.fullmatch(pattern, body.image):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import os
 import random
@@ -39,7 +40,9 @@ from typing import Any, Protocol
 from app import quotas
 from app.clock import utcnow
 from app.db import is_database_down, retry_while_down
-from app.lifecycle.states import check_transition, recorded
+from app.lifecycle.states import INSTANCE_TRANSITIONS, check_transition, recorded
+from app.logs import bind
+from app.observability.metrics import JOB_STEPS, JOBS_FINISHED, observe_instance_transition, step_ran
 from app.services import Services
 from app.worker.jobs import Claim, JobQueue, LeaseLost
 from providers.base import ProviderError
@@ -76,13 +79,22 @@ class JobContext:
     def doc(self) -> dict[str, Any]:
         return self.claim.doc
 
+    @functools.cached_property
+    def metric_kind(self) -> str:
+        """The job's kind for metrics, named with its queue (instances and snapshots both have ``delete``);
+        read once, while the job is still on its document."""
+        queue = {"instances": "instance", "snapshots": "snapshot", "delete_requests": "delete_request",
+                 "action_requests": "action_request", "qa_runs": "qa_run"}
+        name = self.claim.queue.collection.name
+        return f"{queue.get(name, name)}.{self.claim.job['kind']}"
+
     @property
     def event_instance_id(self) -> str:
         return self.doc.get("instance_id") or self.doc["_id"]
 
-    async def event(self, type_: str, message: str, step: str | None = None) -> None:
+    async def event(self, type_: str, message: str, step: str | None = None, data: dict | None = None) -> None:
         await self.services.events.add(self.event_instance_id, type_, message, step=step,
-                                       wait_until=self.claim.lease_deadline)
+                                       wait_until=self.claim.lease_deadline, data=data)
 
     async def release_quota(self, target_id: str | None = None) -> None:
         """Give back what the target (by default this job's document) counted against its owner's quota."""
@@ -104,6 +116,8 @@ class JobContext:
         doc = await self.claim.update_if({"status": current, **(condition or {})}, update)
         if doc is None:
             return False
+        if self.table is INSTANCE_TRANSITIONS:
+            observe_instance_transition(doc, str(target))
         await self.event("status", f"{current} → {target}")
         return True
 
@@ -174,18 +188,23 @@ async def _run_steps(ctx: JobContext, definition: JobDefinition) -> dict[str, An
     for step in definition.steps:
         if step in ctx.claim.job["steps_done"]:
             continue
+        bind(step=step)  # this job's lines name the step (the worker unbinds it when the job ends)
+        kind = ctx.metric_kind
         if await definition.cancel_requested(ctx):
             failure = {"code": "cancelled", "message": definition.cancel_message, "step": step}
             await ctx.claim.update({"$set": {"job.failure": failure, "job.attempts": 0}})
             await ctx.event("step.cancelled", definition.cancel_event, step)
+            JOB_STEPS.labels(kind, step, "cancelled").inc()
             return failure
         if ctx.stopping is not None and ctx.stopping.is_set():
             await ctx.claim.release()
             await ctx.event("step.handed_over", f"worker stopping: {step} is left to another worker", step)
+            JOB_STEPS.labels(kind, step, "handed_over").inc()
             return None
         if definition.announce_steps:
             await ctx.event("step.started", f"{step} started", step)
         failure = None
+        started = time.monotonic()
         try:
             kill_if_drilled(settings, step, "before")
             sets = await _run_step_through_outages(ctx, definition, step)
@@ -195,9 +214,11 @@ async def _run_steps(ctx: JobContext, definition: JobDefinition) -> dict[str, An
             if step in settings.inject_faults:
                 raise ProviderError(f"fault injected after {step} (ONEBOX_INJECT_FAULTS)", code=FAULT_CODE)
         except LeaseLost:
+            step_ran(kind, step, "interrupted", time.monotonic() - started)
             raise
         except NotYet as wait:
             await _retry_later(ctx, ctx.claim.job["attempts"], wait.delay)
+            step_ran(kind, step, "waiting", time.monotonic() - started)
             return None
         except ProviderError as exc:
             attempts = ctx.claim.job["attempts"] + 1
@@ -205,27 +226,33 @@ async def _run_steps(ctx: JobContext, definition: JobDefinition) -> dict[str, An
                 delay = backoff_delay(settings, attempts - 1, exc.retry_after)
                 await _retry_later(ctx, attempts, delay)
                 await ctx.event("step.retrying", f"{exc.message}; retrying in {delay:.0f}s (attempt {attempts + 1})", step)
+                step_ran(kind, step, "retrying", time.monotonic() - started)
                 return None
             if definition.retry_forever:
                 delay = settings.backoff_max_seconds
                 await _retry_later(ctx, attempts, delay)
                 await ctx.event("step.retrying", f"{exc.message}; retrying in {delay:.0f}s", step)
+                step_ran(kind, step, "retrying", time.monotonic() - started)
                 return None
-            failure = {"code": exc.code, "message": exc.message, "step": step}
+            failure = {"code": exc.code, "message": exc.message, "step": step, **(getattr(exc, "details", None) or {})}
         except Exception as exc:  # noqa: BLE001 - any bug must still end in cleanup, not a stuck job
             if is_database_down(exc):
+                step_ran(kind, step, "interrupted", time.monotonic() - started)
                 raise  # not the job's fault: the lease runs out and the step is tried again
             log.exception("step %s of %s failed unexpectedly", step, ctx.doc["_id"])
             failure = {"code": "internal_error", "message": f"unexpected error during {step}", "step": step}
         if failure is not None:
             await ctx.claim.update({"$set": {"job.failure": failure, "job.attempts": 0}})
             await ctx.event("step.failed", f"{step} failed: {failure['message']}", step)
+            step_ran(kind, step, "failed", time.monotonic() - started)
             return failure
         await ctx.claim.update({"$addToSet": {"job.steps_done": step},
                                 "$set": {**sets, "job.attempts": 0, "updated_at": utcnow()}})
+        step_ran(kind, step, "succeeded", time.monotonic() - started)
         if definition.announce_steps:
             await ctx.event("step.succeeded", f"{step} done", step)
     if await definition.succeed(ctx):
+        JOBS_FINISHED.labels(ctx.metric_kind, "succeeded").inc()
         return None
     # succeed() declined: a delete came in at the last moment.
     failure = {"code": "cancelled", "message": definition.cancel_message, "step": definition.steps[-1]}
@@ -246,7 +273,9 @@ async def _run_step_through_outages(ctx: JobContext, definition: JobDefinition, 
 
 
 async def _cleanup(ctx: JobContext, definition: JobDefinition, failure: dict[str, Any], settings) -> None:
+    bind(step="cleanup")
     await ctx.event("cleanup.started", definition.cleanup_started, "cleanup")
+    started = time.monotonic()
     try:
         kill_if_drilled(settings, "cleanup")
         await definition.cleanup(ctx)
@@ -261,6 +290,9 @@ async def _cleanup(ctx: JobContext, definition: JobDefinition, failure: dict[str
         delay = backoff_delay(settings, min(attempts - 1, 10), retry_after)
         await _retry_later(ctx, attempts, delay)
         await ctx.event("cleanup.retrying", f"cleanup failed: {message}; retrying in {delay:.0f}s", "cleanup")
+        step_ran(ctx.metric_kind, "cleanup", "retrying", time.monotonic() - started)
         return
+    step_ran(ctx.metric_kind, "cleanup", "succeeded", time.monotonic() - started)
     await ctx.event("cleanup.succeeded", definition.cleanup_done, "cleanup")
     await definition.fail(ctx, failure)
+    JOBS_FINISHED.labels(ctx.metric_kind, "cancelled" if failure.get("code") == "cancelled" else "failed").inc()

@@ -19,6 +19,7 @@ from app.lifecycle.power_jobs import POWER_JOBS
 from app.lifecycle.specs import instance_ref, instance_spec
 from app.lifecycle.states import INSTANCE_TRANSITIONS, InstanceStatus
 from app.metrics.revocations import revoke
+from app.placement.service import cleanup_refs, create_with_failover
 from providers.base import ProviderError
 
 S = InstanceStatus
@@ -54,8 +55,7 @@ class ProvisionJob(JobBase):
                 from app.configure.keys import deploy_key
 
                 admin_key = deploy_key(ctx.services.settings.data_dir)[1]
-            info = await call(provider.create_instance, instance_spec(ctx.doc, snapshot, admin_key))
-            return {"cloud_id": info.cloud_id}
+            return await create_with_failover(ctx, provider, instance_spec(ctx.doc, snapshot, admin_key))
         if step == "wait_running":
             timeout = ctx.services.settings.wait_running_timeout_seconds
             info = await call(provider.wait_running, instance_ref(ctx.doc), timeout)
@@ -77,7 +77,8 @@ class ProvisionJob(JobBase):
         return await ctx.transition(S.RUNNING, {"job": None, "error": None})
 
     async def cleanup(self, ctx: JobContext) -> None:
-        await ctx.services.providers.call(self.provider(ctx).delete_instance, instance_ref(ctx.doc))
+        for ref in cleanup_refs(ctx.doc):  # every region and zone a failover reached
+            await ctx.services.providers.call(self.provider(ctx).delete_instance, ref)
 
     async def fail(self, ctx: JobContext, failure: dict[str, Any]) -> None:
         # an agent configured before the failure must not go on posting for an instance that no longer runs

@@ -20,6 +20,7 @@ from app.clock import as_utc, utcnow
 from app.metrics import repository
 from app.metrics.models import AgentMetrics
 from app.metrics.writer import BatchWriteFailed
+from app.observability.metrics import AGENT_SAMPLES
 from app.problems import Problem
 from app.services import Services
 
@@ -83,6 +84,7 @@ class MetricsService:
             except BatchWriteFailed:
                 raise Problem(503, "database_unavailable", "Database unavailable",
                               "the samples were not stored; send them again", headers={"Retry-After": "5"}) from None
+        AGENT_SAMPLES.inc(len(samples) - duplicates)
         return len(samples) - duplicates, duplicates
 
     async def health_for(self, instance_ids: list[str]) -> dict[str, dict]:

@@ -25,6 +25,7 @@ from app.db import is_duplicate_key
 from app.lifecycle.action_requests import POLICY, audit_policy_request, file_action_request
 from app.lifecycle.delete_requests import file_delete_request
 from app.metrics.service import MetricsService
+from app.observability.metrics import POLICY_ACTIONS
 from app.policies.idle import MAX_GAP_INTERVALS, Thresholds, Verdict, judge
 from app.policies.rules import Schedule, last_entered, schedule_for
 from app.policies.service import LifecycleSettings, PolicyService
@@ -160,5 +161,6 @@ async def _act(services: Services, doc: dict, action: str, rule: str, reason: st
     await services.events.add(doc["_id"], "policy", f"{reason}: {'stopping' if action == 'stop' else 'deleting'} "
                               f"it (rule {rule})", step=rule)
     await audit_policy_request(db, request, action)
+    POLICY_ACTIONS.labels(doc.get("provider") or "unknown", rule, action).inc()  # once: a refiled request is None
     log.info("policy %s: %s %s (%s)", rule, action, doc["_id"], reason)
     report.acted.append((doc["_id"], rule, action))

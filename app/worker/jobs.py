@@ -37,6 +37,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from app.clock import as_utc, utcnow
 from app.db import is_duplicate_key, retry_while_down
+from app.logs import request_id
 
 
 class LeaseLost(Exception):
@@ -44,10 +45,13 @@ class LeaseLost(Exception):
 
 
 def new_job(kind: str, now: dt.datetime | None = None) -> dict[str, Any]:
+    """A job, queued. It keeps the id of the request that queued it (a job queued by another job
+    keeps that job's), so the worker's log lines carry the id the client saw."""
     now = now or utcnow()
     return {
         "id": uuid.uuid4().hex,
         "kind": kind,
+        "request_id": request_id(),
         "steps_done": [],
         "attempts": 0,  # failed tries of the current step
         "failure": None,  # set once a step failed for good: cleanup comes next

@@ -5,6 +5,11 @@ instance (or snapshot) id. Every ``reaper_interval_seconds`` one process —
 whoever wins that interval's slot, an insert against a unique index — compares
 each provider's ``list_managed()`` with the records:
 
+* **Deployments.** Providers list only this deployment's resources (tagged
+  ``onebox-deployment=<ONEBOX_DEPLOYMENT_ID>``) and untagged ones made before
+  that tag existed; an untagged resource is adopted only when one of this
+  deployment's records names it, so another onebox sharing the cloud account
+  never loses anything to this reaper.
 * **Orphans.** A resource whose record is missing, ``failed`` or ``deleted``
   (states in which nothing should exist in the cloud), and older than
   ``reaper_grace_seconds``, is deleted by tag and an audit record is written.
@@ -34,6 +39,7 @@ from app.db import is_duplicate_key
 from app.ids import id_created_at
 from app.lifecycle.delete_requests import MARK_LOST, new_delete_request
 from app.metrics.revocations import revoke
+from app.observability.metrics import INSTANCES_LOST, ORPHANS_FOUND, ORPHANS_REMOVED, REAPER_PASSES
 from app.services import Services
 from app.worker.slots import acquire_slot, release_slot
 from providers.base import InstanceRef, InstanceState, ManagedResource, NotFound, SnapshotRef
@@ -74,6 +80,7 @@ class Reaper:
             report = await self.reap()
         finally:
             await release_slot(claims, slot)
+        REAPER_PASSES.labels("unreachable" if report.unreachable else "ok").inc()
         if report.removed or report.lost:
             log.warning("reaper removed %d leaked resource(s), marked %d instance(s) lost",
                         len(report.removed), len(report.lost))
@@ -93,6 +100,11 @@ class Reaper:
             await self._lost_instances(name, provider, resources, report)
         return report
 
+    @staticmethod
+    def _orphaned(record: dict | None) -> bool:
+        """No record, or an ended one no job holds, accounts for it (past its grace period or not)."""
+        return record is None or (record["status"] in ENDED and record.get("job") is None)
+
     def _old_enough(self, record: dict | None, resource_id: str) -> bool:
         if record is None:
             born = id_created_at(resource_id)
@@ -102,11 +114,14 @@ class Reaper:
 
     async def _orphans(self, name: str, provider, resources: list[ManagedResource], report: ReapReport) -> None:
         db = self.services.db
+        mine = self.services.settings.deployment()
         by_instance: dict[str, list[ManagedResource]] = defaultdict(list)
         by_snapshot: dict[str, list[ManagedResource]] = defaultdict(list)
         for r in resources:
             if r.state == InstanceState.TERMINATED:
                 continue  # on its way out of the listing; it costs nothing
+            if r.deployment not in (None, mine):
+                continue  # another deployment's (its provider should not even have listed it)
             if r.snapshot_id:
                 by_snapshot[r.snapshot_id].append(r)
             elif r.instance_id:
@@ -115,24 +130,36 @@ class Reaper:
         snapshots = await _records(db.snapshots, by_snapshot, {"status": 1, "updated_at": 1, "job": 1, "cloud_id": 1})
         for instance_id, parts in sorted(by_instance.items()):
             record = instances.get(instance_id)
+            if record is None and _untagged(parts):
+                continue  # made before deployment tags and named by none of our records: maybe another's
+            if self._orphaned(record):
+                ORPHANS_FOUND.labels(name, "instance").inc()
             if not self._old_enough(record, instance_id):
                 continue
             await self.services.providers.call(provider.delete_instance, InstanceRef(instance_id, parts[0].region))
+            ORPHANS_REMOVED.labels(name, "instance").inc()
             await self._record(name, "instance", instance_id, record, parts, instance_id)
             report.removed.append((name, "instance", instance_id))
         for snapshot_id, parts in sorted(by_snapshot.items()):
             record = snapshots.get(snapshot_id)
+            if record is None and _untagged(parts):
+                continue
+            if self._orphaned(record):
+                ORPHANS_FOUND.labels(name, "snapshot").inc()
             if not self._old_enough(record, snapshot_id):
                 continue
             cloud_id = (record or {}).get("cloud_id") or parts[0].cloud_id
             await self.services.providers.call(provider.delete_snapshot,
                                                SnapshotRef(snapshot_id, parts[0].region, cloud_id))
+            ORPHANS_REMOVED.labels(name, "snapshot").inc()
             await self._record(name, "snapshot", snapshot_id, record, parts, parts[0].instance_id)
             report.removed.append((name, "snapshot", snapshot_id))
 
     async def _record(self, provider: str, kind: str, target_id: str, record: dict | None,
                       parts: list[ManagedResource], instance_id: str | None) -> None:
         why = f"its record is {record['status']}" if record else "it has no record"
+        if _untagged(parts):
+            why += " (made before deployment tags; adopted because a record of this deployment names it)"
         kinds = ", ".join(sorted({p.kind for p in parts}))
         await record_system_action(self.services.db, REAPER, "reap", kind, target_id, provider=provider,
                                    resources=kinds, reason=why)
@@ -174,7 +201,13 @@ class Reaper:
             await self.services.events.add(doc["_id"], "reaper", f"the {name} VM is gone from the cloud; "
                                            "marking the instance failed", step="reaper")
             await record_system_action(db, REAPER, "mark_lost", "instance", doc["_id"], provider=name)
+            INSTANCES_LOST.labels(name).inc()
             report.lost.append((name, doc["_id"]))
+
+
+def _untagged(parts: list[ManagedResource]) -> bool:
+    """Made before resources carried their deployment (an older onebox): whose, no tag can tell."""
+    return all(p.deployment is None for p in parts)
 
 
 async def _records(collection, ids, projection: dict) -> dict[str, dict]:

@@ -19,6 +19,7 @@ from app.lifecycle.delete_requests import DELETE_REQUEST_JOBS
 from app.lifecycle.engine import JobContext, run_job
 from app.lifecycle.instance_jobs import INSTANCE_JOBS
 from app.lifecycle.snapshot_jobs import SNAPSHOT_JOBS
+from app.logs import bind, log_context
 from app.qa.jobs import QA_JOBS
 from app.services import Services
 from app.worker.jobs import Claim, JobQueue, LeaseLost
@@ -113,6 +114,7 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.services.settings
         self._stopping = stop
+        bind(worker_id=self.worker_id)  # every line of this worker, and of the tasks it starts
         log.info("worker %s started", self.worker_id)
         background = [asyncio.create_task(self.maintain(stop))]
         if settings.reaper_enabled:
@@ -170,6 +172,12 @@ class Worker:
             log.error("unknown job kind %r on %s", claim.job["kind"], claim.id)
             return
         ctx = JobContext(self.services, claim, definition.table, stopping=self._stopping)
+        # The job's lines carry its instance, kind, and the id of the request that queued it.
+        with log_context(worker_id=self.worker_id, instance_id=ctx.event_instance_id, job=ctx.metric_kind,
+                         request_id=claim.job.get("request_id"), step=None):
+            await self._execute(ctx, claim, definition)
+
+    async def _execute(self, ctx: JobContext, claim: Claim, definition) -> None:
         work = asyncio.create_task(run_job(ctx, definition))
         renewer = asyncio.create_task(self._keep_lease(claim, work))
         try:

@@ -41,6 +41,9 @@ class AwsConfig:
     volume_type: str = "gp3"
     # Name of the shared security group created once per VPC.
     security_group_name: str = "onebox-ssh"
+    # This onebox deployment: tagged onebox-deployment on everything made; list_managed skips other
+    # deployments' resources. None (tools, tests): no such tag, everything listed.
+    deployment: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.regions, str):  # a lone "eu-west-1" would iterate as letters

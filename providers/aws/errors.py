@@ -118,9 +118,9 @@ def map_client_error(error: ClientError, action: str) -> ProviderError:
     said = f"AWS said: {aws_message} ({code})"
 
     if code in CAPACITY_CODES:
-        return CapacityError(f"AWS could not {action}: {_HINTS['capacity']}. {said}")
+        return CapacityError(f"AWS could not {action}: {_HINTS['capacity']}. {said}", cloud_code=code)
     if code in QUOTA_CODES:
-        return QuotaError(f"AWS could not {action}: {_HINTS['quota']}. {said}")
+        return QuotaError(f"AWS could not {action}: {_HINTS['quota']}. {said}", cloud_code=code)
     if code in RETRYABLE_CODES or (code not in AUTH_CODES and int(status) >= 500):
         return ProviderError(f"AWS could not {action} ({_HINTS['retry']}). {said}", retryable=True)
     if code in AUTH_CODES:

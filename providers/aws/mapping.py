@@ -14,6 +14,7 @@ import zlib
 from typing import Any, Iterator
 
 from providers.base import (
+    DEPLOYMENT_TAG,
     IMAGE_ALIASES,
     INSTANCE_ID_TAG,
     MANAGED_BY_TAG,
@@ -60,7 +61,7 @@ RESUMABLE_STATES = {"pending", "running", "stopping", "stopped"}
 NATIVE_IMAGE_RE = r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$"
 SSH_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _AMI_NAME_BAD = re.compile(r"[^A-Za-z0-9()\[\]./'@_ -]")
-RESERVED_TAG_KEYS = {MANAGED_BY_TAG, INSTANCE_ID_TAG, SNAPSHOT_ID_TAG, OWNER_TAG, "Name"}
+RESERVED_TAG_KEYS = {MANAGED_BY_TAG, INSTANCE_ID_TAG, SNAPSHOT_ID_TAG, OWNER_TAG, DEPLOYMENT_TAG, "Name"}
 
 
 def client_token(instance_id: str) -> str:

@@ -50,11 +50,11 @@ from providers.aws.mapping import (
 from providers.aws.errors import error_code, map_client_error, translated
 from providers.aws.network import Network
 from providers.base import (
+    DEPLOYMENT_TAG,
     IMAGE_ALIASES,
     INSTANCE_ID_TAG,
     MANAGED_BY_TAG,
     MANAGED_BY_VALUE,
-    OWNER_TAG,
     SNAPSHOT_ID_TAG,
     Catalog,
     InstanceInfo,
@@ -71,6 +71,7 @@ from providers.base import (
     SnapshotRef,
     SnapshotSpec,
     SnapshotState,
+    listed_for,
     managed_tags,
 )
 
@@ -481,10 +482,8 @@ class AwsProvider:
         region = spec.instance.region
         client = self._client(region)
         tags = {
-            MANAGED_BY_TAG: MANAGED_BY_VALUE,
+            **managed_tags(spec.instance.instance_id, spec.owner, self.config.deployment),
             SNAPSHOT_ID_TAG: spec.snapshot_id,
-            INSTANCE_ID_TAG: spec.instance.instance_id,
-            OWNER_TAG: spec.owner,
             "Name": spec.name,
         }
         images = self._find_images(client, spec.snapshot_id)
@@ -588,32 +587,30 @@ class AwsProvider:
     def list_managed(self) -> list[ManagedResource]:
         managed = [tag_filter(MANAGED_BY_TAG, MANAGED_BY_VALUE)]
         out: list[ManagedResource] = []
+
+        def add(kind: str, cloud_id: str, region: str, tags: dict[str, str], **fields: Any) -> None:
+            if listed_for(tags.get(DEPLOYMENT_TAG), self.config.deployment):  # another deployment's: not ours
+                out.append(ManagedResource(kind, cloud_id, region, instance_id=tags.get(INSTANCE_ID_TAG),
+                                           deployment=tags.get(DEPLOYMENT_TAG), **fields))
+
         for region in self.config.regions:
             client = self._client(region)
             for inst in paginate(client, "describe_instances", "Reservations", Filters=managed):
                 for i in inst.get("Instances") or []:
-                    tags = tag_dict(i)
-                    out.append(ManagedResource(
-                        "instance", i["InstanceId"], region, instance_id=tags.get(INSTANCE_ID_TAG),
-                        state=STATUS_MAP.get(i["State"]["Name"], InstanceState.UNKNOWN).value))
+                    add("instance", i["InstanceId"], region, tag_dict(i),
+                        state=STATUS_MAP.get(i["State"]["Name"], InstanceState.UNKNOWN).value)
             for img in paginate(client, "describe_images", "Images", Owners=["self"], Filters=managed):
                 tags = tag_dict(img)
                 state = IMAGE_STATUS_MAP.get(img.get("State", ""), SnapshotState.FAILED)
-                out.append(ManagedResource(
-                    "image", img["ImageId"], region, instance_id=tags.get(INSTANCE_ID_TAG),
-                    snapshot_id=tags.get(SNAPSHOT_ID_TAG),
-                    state="deleted" if img.get("State") == "deregistered" else state.value))
+                add("image", img["ImageId"], region, tags, snapshot_id=tags.get(SNAPSHOT_ID_TAG),
+                    state="deleted" if img.get("State") == "deregistered" else state.value)
             for vol in paginate(client, "describe_volumes", "Volumes", Filters=managed):
-                tags = tag_dict(vol)
-                out.append(ManagedResource(
-                    "disk", vol["VolumeId"], region, instance_id=tags.get(INSTANCE_ID_TAG),
-                    state=vol.get("State")))
+                add("disk", vol["VolumeId"], region, tag_dict(vol), state=vol.get("State"))
             for snap in paginate(client, "describe_snapshots", "Snapshots", OwnerIds=["self"],
                                        Filters=managed):
                 tags = tag_dict(snap)
-                out.append(ManagedResource(
-                    "snapshot", snap["SnapshotId"], region, instance_id=tags.get(INSTANCE_ID_TAG),
-                    snapshot_id=tags.get(SNAPSHOT_ID_TAG), state=snap.get("State")))
+                add("snapshot", snap["SnapshotId"], region, tags, snapshot_id=tags.get(SNAPSHOT_ID_TAG),
+                    state=snap.get("State"))
         return out
 
     # -- lookups -------------------------------------------------------------------
@@ -698,8 +695,7 @@ class AwsProvider:
 
     # -- what create_instance needs --------------------------------------------------
 
-    @staticmethod
-    def _instance_tags(spec: InstanceSpec) -> dict[str, str]:
+    def _instance_tags(self, spec: InstanceSpec) -> dict[str, str]:
         if not SSH_USER_RE.match(spec.ssh_user) or spec.ssh_user == "root":
             raise InvalidRequest(f"SSH user name {spec.ssh_user!r} is not a valid Linux user name "
                                  "(lower case letters, digits, '-' and '_'; not root)")
@@ -716,8 +712,9 @@ class AwsProvider:
             if k not in RESERVED_TAG_KEYS:
                 tags[str(k)] = str(v)
         if len(tags) > 50 - len(RESERVED_TAG_KEYS):
-            raise InvalidRequest("Too many labels: AWS allows 50 tags per resource and onebox uses 5")
-        tags.update(managed_tags(spec.instance_id, spec.owner))
+            raise InvalidRequest(f"Too many labels: AWS allows 50 tags per resource and onebox uses "
+                                 f"{len(RESERVED_TAG_KEYS)}")
+        tags.update(managed_tags(spec.instance_id, spec.owner, self.config.deployment))
         tags["Name"] = spec.name[:256]
         return tags
 

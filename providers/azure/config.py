@@ -38,3 +38,4 @@ class AzureConfig:
     retry_backoff_factor: float = 0.8
     retry_backoff_max: float = 30.0
     catalog_ttl: float = 3600.0
+    deployment: str | None = None  # tagged onebox-deployment on all it makes; None: no tag, everything listed

@@ -112,10 +112,13 @@ def map_code(code: str | None, message: str, *, status: int | None = None, actio
     # LRO's error as a 200 status poll), so codes decide first and the status only when no code is known.
     if status == 429 or has(_THROTTLE_CODES):
         return ProviderError(text, retryable=True, code="throttled", retry_after=retry_after)
+    def as_given(lowered_code: str | None) -> str | None:  # the cloud's code, in its own spelling
+        return next((c for c in (codes or [code]) if c and c.lower() == lowered_code), lowered_code)
+
     if has(_CAPACITY_CODES):
-        return CapacityError(text, retry_after=retry_after)
+        return CapacityError(text, retry_after=retry_after, cloud_code=as_given(has(_CAPACITY_CODES)))
     if has(_QUOTA_CODES) or ("operationnotallowed" in all_codes and ("quota" in lowered or "cores" in lowered)):
-        return QuotaError(text)
+        return QuotaError(text, cloud_code=as_given(has(_QUOTA_CODES) or "operationnotallowed"))
     if has(_RETRYABLE_CODES):
         return ProviderError(text, retryable=True, retry_after=retry_after)
     if has(_IN_USE_CODES):

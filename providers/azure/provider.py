@@ -91,6 +91,7 @@ from providers.azure.mapping import (
     snapshot_name,
 )
 from providers.base import (
+    DEPLOYMENT_TAG,
     IMAGE_ALIASES,
     INSTANCE_ID_TAG,
     MANAGED_BY_TAG,
@@ -112,6 +113,7 @@ from providers.base import (
     SnapshotRef,
     SnapshotSpec,
     SnapshotState,
+    listed_for,
     managed_tags,
 )
 
@@ -539,7 +541,7 @@ class AzureProvider:
 
     def _tags(self, spec: InstanceSpec) -> dict[str, str]:
         """Our tags plus the user's labels that Azure accepts as tags (tag names are case-insensitive)."""
-        ours = managed_tags(spec.instance_id, spec.owner)
+        ours = managed_tags(spec.instance_id, spec.owner, self.config.deployment)
         taken = {k.lower() for k in ours}
         tags: dict[str, str] = {}
         for key, value in (spec.labels or {}).items():
@@ -558,7 +560,8 @@ class AzureProvider:
         """
         if plain(vm.provisioning_state).lower() != "succeeded":
             return
-        tags = {k: v for k, v in (vm.tags or {}).items() if k in (MANAGED_BY_TAG, INSTANCE_ID_TAG, OWNER_TAG)}
+        tags = {k: v for k, v in (vm.tags or {}).items()
+                if k in (MANAGED_BY_TAG, INSTANCE_ID_TAG, OWNER_TAG, DEPLOYMENT_TAG)}
         os_disk = vm.storage_profile.os_disk if vm.storage_profile else None
         if INSTANCE_ID_TAG not in tags or os_disk is None or os_disk.managed_disk is None:
             return
@@ -873,8 +876,8 @@ class AzureProvider:
         self._ensure_group()
         body = {
             "location": plain(vm.location).lower(),
-            "tags": {MANAGED_BY_TAG: MANAGED_BY_VALUE, SNAPSHOT_ID_TAG: spec.snapshot_id,
-                     INSTANCE_ID_TAG: spec.instance.instance_id, OWNER_TAG: spec.owner},
+            "tags": {**managed_tags(spec.instance.instance_id, spec.owner, self.config.deployment),
+                     SNAPSHOT_ID_TAG: spec.snapshot_id},
             "sku": {"name": "Standard_LRS"},
             "properties": {"creationData": {"createOption": "Copy", "sourceResourceId": os_disk.managed_disk.id},
                            "incremental": False},
@@ -911,10 +914,13 @@ class AzureProvider:
             instance_id, snapshot_id = tags.get(INSTANCE_ID_TAG), tags.get(SNAPSHOT_ID_TAG)
             if not instance_id and not snapshot_id:
                 continue  # shared infrastructure (the virtual network): never garbage
+            deployment = tags.get(DEPLOYMENT_TAG)
+            if not listed_for(deployment, self.config.deployment):
+                continue  # another deployment's
             type_ = plain(res.type).lower()
             out.append(ManagedResource(
                 kind=KINDS.get(type_, type_), cloud_id=res.id, region=plain(res.location).lower(),
                 instance_id=instance_id, snapshot_id=snapshot_id,
-                state=plain(res.provisioning_state).lower() or None,
+                state=plain(res.provisioning_state).lower() or None, deployment=deployment,
             ))
         return out

@@ -32,3 +32,4 @@ class GcpConfig:
     retry_base_delay: float = 0.5  # first backoff, doubled per attempt (jittered)
     retry_max_delay: float = 20.0
     catalog_ttl: float = 3600.0
+    deployment: str | None = None  # labelled onebox-deployment on all it makes; None: no label, everything listed

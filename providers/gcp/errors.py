@@ -65,9 +65,10 @@ def map_error(exc: BaseException, what: str, *, missing: type[ProviderError] = N
         message = _api_message(exc)
         text = f"{what}: {message}"
         if "ZONE_RESOURCE_POOL_EXHAUSTED" in message or "insufficientCapacity" in reasons:
-            return CapacityError(text)
+            return CapacityError(text, cloud_code="ZONE_RESOURCE_POOL_EXHAUSTED" if "ZONE_RESOURCE_POOL_EXHAUSTED"
+                                 in message else "insufficientCapacity")
         if "quotaExceeded" in reasons or "QUOTA_EXCEEDED" in message:
-            return QuotaError(text)
+            return QuotaError(text, cloud_code="quotaExceeded" if "quotaExceeded" in reasons else "QUOTA_EXCEEDED")
         if status == 501:
             return ProviderError(text, retryable=False)
         if (
@@ -118,10 +119,12 @@ def operation_error(op: Any, what: str, *, missing: type[ProviderError] = NotFou
     codes = [e.code for e in errors]
     message = "; ".join(e.message or e.code for e in errors) or (op.http_error_message or f"HTTP {status}")
     text = f"{what}: {message}"
-    if any(c.startswith("ZONE_RESOURCE_POOL_EXHAUSTED") or c == "RESOURCE_POOL_EXHAUSTED" for c in codes):
-        return CapacityError(text)
-    if any(c == "QUOTA_EXCEEDED" or c.endswith("_QUOTA_EXCEEDED") for c in codes):
-        return QuotaError(text)
+    capacity = [c for c in codes if c.startswith("ZONE_RESOURCE_POOL_EXHAUSTED") or c == "RESOURCE_POOL_EXHAUSTED"]
+    if capacity:
+        return CapacityError(text, cloud_code=capacity[0])
+    quota = [c for c in codes if c == "QUOTA_EXCEEDED" or c.endswith("_QUOTA_EXCEEDED")]
+    if quota:
+        return QuotaError(text, cloud_code=quota[0])
     if set(codes) & RETRYABLE_OP_CODES or status == 429 or status >= 500:
         return ProviderError(text, retryable=True)
     if "RESOURCE_NOT_FOUND" in codes or status == 404:

@@ -57,6 +57,7 @@ from typing import Any, Callable, TypeVar
 
 from providers.base import (
     IMAGE_ALIASES,
+    DEPLOYMENT_TAG,
     INSTANCE_ID_TAG,
     MANAGED_BY_TAG,
     MANAGED_BY_VALUE,
@@ -76,6 +77,7 @@ from providers.base import (
     SnapshotRef,
     SnapshotSpec,
     SnapshotState,
+    listed_for,
     managed_tags,
 )
 from providers.gcp.config import GcpConfig
@@ -512,7 +514,7 @@ class GcpProvider:
         key = spec.ssh_public_key.strip()
         if not key or "\n" in key or not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", spec.ssh_user):
             raise InvalidRequest("ssh_user must be a plain POSIX user name and ssh_public_key one OpenSSH key line")
-        tags = managed_tags(spec.instance_id, spec.owner)
+        tags = managed_tags(spec.instance_id, spec.owner, self.config.deployment)
         labels = labels_for(tags, dict(spec.labels))
         params = c.AttachedDiskInitializeParams(
             disk_name=name,
@@ -786,10 +788,8 @@ class GcpProvider:
                 raise ProviderError(f"VM {vm.name} has no boot disk to snapshot")
             disk_zone, disk_name = m["zone"], m["name"]
             tags = {
-                MANAGED_BY_TAG: MANAGED_BY_VALUE,
+                **managed_tags(spec.instance.instance_id, spec.owner, self.config.deployment),
                 SNAPSHOT_ID_TAG: spec.snapshot_id,
-                INSTANCE_ID_TAG: spec.instance.instance_id,
-                OWNER_TAG: spec.owner,
             }
             labels = labels_for(tags)
             labels["onebox-region"] = label_value(region)
@@ -870,49 +870,53 @@ class GcpProvider:
     # ------------------------------------------------------------------ garbage collection
     def list_managed(self) -> list[ManagedResource]:
         managed = f"labels.{MANAGED_BY_TAG} = {MANAGED_BY_VALUE}"
+        mine = label_value(self.config.deployment) if self.config.deployment else None
         out: list[ManagedResource] = []
+
+        def add(labels: Any, **fields: Any) -> None:
+            deployment = dict(labels or {}).get(DEPLOYMENT_TAG)
+            if listed_for(deployment, mine):  # another deployment's: not ours
+                out.append(ManagedResource(deployment=deployment, **fields))
+
         for zone, vm in self._aggregated(
             self._instances, self._c.AggregatedListInstancesRequest, managed, "list VMs", "instances"
         ):
             original = (
                 next((i.value for i in vm.metadata.items if i.key == INSTANCE_ID_TAG), None) if vm.metadata else None
             )
-            out.append(
-                ManagedResource(
-                    kind="instance",
-                    cloud_id=path_of(vm.self_link),
-                    region=region_of(zone),
-                    instance_id=original or vm.labels.get(INSTANCE_ID_TAG),
-                    state=str(STATUS_MAP.get(vm.status, InstanceState.UNKNOWN)),
-                )
+            add(
+                vm.labels,
+                kind="instance",
+                cloud_id=path_of(vm.self_link),
+                region=region_of(zone),
+                instance_id=original or vm.labels.get(INSTANCE_ID_TAG),
+                state=str(STATUS_MAP.get(vm.status, InstanceState.UNKNOWN)),
             )
         for zone, disk in self._aggregated(
             self._disks, self._c.AggregatedListDisksRequest, managed, "list disks", "disks"
         ):
             meta = json_description(disk.description)
-            out.append(
-                ManagedResource(
-                    kind="disk",
-                    cloud_id=path_of(disk.self_link),
-                    region=region_of(zone),
-                    instance_id=meta.get(INSTANCE_ID_TAG) or disk.labels.get(INSTANCE_ID_TAG),
-                    state=(disk.status or "").lower() or None,
-                )
+            add(
+                disk.labels,
+                kind="disk",
+                cloud_id=path_of(disk.self_link),
+                region=region_of(zone),
+                instance_id=meta.get(INSTANCE_ID_TAG) or disk.labels.get(INSTANCE_ID_TAG),
+                state=(disk.status or "").lower() or None,
             )
         project = self.config.project
         request = self._c.ListSnapshotsRequest(project=project, filter=managed)
         snaps = self._call("list snapshots", lambda **kw: list(self._snapshots.list(request=request, **kw)))
         for snap in snaps:
             meta = json_description(snap.description)
-            out.append(
-                ManagedResource(
-                    kind="snapshot",
-                    cloud_id=path_of(snap.self_link),
-                    region=snap.labels.get("onebox-region") or "global",
-                    instance_id=meta.get(INSTANCE_ID_TAG) or snap.labels.get(INSTANCE_ID_TAG),
-                    snapshot_id=meta.get(SNAPSHOT_ID_TAG) or snap.labels.get(SNAPSHOT_ID_TAG),
-                    state=str(SNAPSHOT_STATUS_MAP.get(snap.status, SnapshotState.CREATING)),
-                )
+            add(
+                snap.labels,
+                kind="snapshot",
+                cloud_id=path_of(snap.self_link),
+                region=snap.labels.get("onebox-region") or "global",
+                instance_id=meta.get(INSTANCE_ID_TAG) or snap.labels.get(INSTANCE_ID_TAG),
+                snapshot_id=meta.get(SNAPSHOT_ID_TAG) or snap.labels.get(SNAPSHOT_ID_TAG),
+                state=str(SNAPSHOT_STATUS_MAP.get(snap.status, SnapshotState.CREATING)),
             )
         return out
 

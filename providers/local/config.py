@@ -20,3 +20,4 @@ class LocalConfig:
     os_user: str = field(default_factory=getpass.getuser)
     sshd: str | None = None  # path; found on PATH when None
     sftp_server: str | None = None
+    deployment: str | None = None  # written into each instance's tags; list_managed skips other deployments'

@@ -57,6 +57,7 @@ import time
 from pathlib import Path
 
 from providers.base import (
+    DEPLOYMENT_TAG,
     INSTANCE_ID_TAG,
     MANAGED_BY_TAG,
     SNAPSHOT_ID_TAG,
@@ -73,6 +74,7 @@ from providers.base import (
     SnapshotRef,
     SnapshotSpec,
     SnapshotState,
+    listed_for,
     managed_tags,
 )
 from providers.local import errors
@@ -251,7 +253,8 @@ class LocalProvider:
         if self.sftp_server:
             lines.append(f"Subsystem sftp {self.sftp_server}")
         (etc / "sshd_config").write_text("\n".join(lines) + "\n")
-        (etc / "tags.json").write_text(json.dumps({**managed_tags(spec.instance_id, spec.owner), **spec.labels,
+        (etc / "tags.json").write_text(json.dumps({**spec.labels, **managed_tags(spec.instance_id, spec.owner,
+                                                                                 self.config.deployment),
                                                    "name": spec.name, "ssh_user": spec.ssh_user}))
         # Written last: an instance directory without it is a half-made one to redo.
         (etc / "address").write_text(address + "\n")
@@ -424,7 +427,8 @@ class LocalProvider:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        tags = {**managed_tags(spec.instance.instance_id, spec.owner), SNAPSHOT_ID_TAG: spec.snapshot_id,
+        tags = {**managed_tags(spec.instance.instance_id, spec.owner, self.config.deployment),
+                SNAPSHOT_ID_TAG: spec.snapshot_id,
                 "name": spec.name, "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}
         meta.write_text(json.dumps(tags))
         return self._snapshot_info(spec.snapshot_id)
@@ -447,17 +451,25 @@ class LocalProvider:
     # --- garbage collection ------------------------------------------------
     def list_managed(self) -> list[ManagedResource]:
         found: list[ManagedResource] = []
+        mine = self.config.deployment
         if self.instances_dir.exists():
             for inst in sorted(self.instances_dir.iterdir()):
-                tags = self._tags(inst) or {MANAGED_BY_TAG: "onebox", INSTANCE_ID_TAG: inst.name}  # half-made, ours
+                # half-made (no tags yet): ours, as only this provider writes its root
+                tags = self._tags(inst) or {MANAGED_BY_TAG: "onebox", INSTANCE_ID_TAG: inst.name, DEPLOYMENT_TAG: mine}
+                if not listed_for(tags.get(DEPLOYMENT_TAG), mine):
+                    continue
                 state = state_of(self._sshd_pid(inst) is not None)
                 found.append(ManagedResource("instance", str(inst), LOCAL_REGION,
-                                             instance_id=tags.get(INSTANCE_ID_TAG, inst.name), state=state.value))
+                                             instance_id=tags.get(INSTANCE_ID_TAG, inst.name), state=state.value,
+                                             deployment=tags.get(DEPLOYMENT_TAG)))
         if self.snapshots_dir.exists():
             for meta in sorted(self.snapshots_dir.glob("*.json")):
                 with contextlib.suppress(OSError, ValueError):
                     tags = json.loads(meta.read_text())
+                    if not listed_for(tags.get(DEPLOYMENT_TAG), mine):
+                        continue
                     found.append(ManagedResource("snapshot", str(meta.with_suffix("").with_suffix(".tar.gz")),
                                                  LOCAL_REGION, instance_id=tags.get(INSTANCE_ID_TAG),
-                                                 snapshot_id=tags.get(SNAPSHOT_ID_TAG), state="available"))
+                                                 snapshot_id=tags.get(SNAPSHOT_ID_TAG), state="available",
+                                                 deployment=tags.get(DEPLOYMENT_TAG)))
         return found

@@ -20,7 +20,7 @@ def compose_available() -> bool:
 
 @pytest.mark.skipif(not compose_available(), reason="the docker compose plugin is not installed")
 def test_compose_file_validates():
-    env = {**os.environ, "ONEBOX_JWT_SECRET": "x" * 40}
+    env = {**os.environ, "ONEBOX_JWT_SECRET": "x" * 40, "ONEBOX_DEPLOYMENT_ID": "compose-test"}
     result = subprocess.run(["docker", "compose", "config", "--quiet"], cwd=ROOT, env=env, capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr
@@ -36,10 +36,10 @@ def test_compose_file_validates():
     assert "--no-worker" in config["api"]["command"]
     assert "replicaSet=rs0" in config["worker"]["environment"]["ONEBOX_MONGODB_URL"]
     assert "--replSet" in config["mongo"]["command"]
-    missing = subprocess.run(["docker", "compose", "config", "--quiet"], cwd=ROOT,
-                             env={k: v for k, v in os.environ.items() if k != "ONEBOX_JWT_SECRET"},
-                             capture_output=True, text=True)
-    assert missing.returncode != 0 and "ONEBOX_JWT_SECRET" in missing.stderr
+    for required in ("ONEBOX_JWT_SECRET", "ONEBOX_DEPLOYMENT_ID"):
+        missing = subprocess.run(["docker", "compose", "config", "--quiet"], cwd=ROOT,
+                                 env={k: v for k, v in env.items() if k != required}, capture_output=True, text=True)
+        assert missing.returncode != 0 and required in missing.stderr
 
 
 def test_dockerfile_is_multi_stage_and_non_root():

@@ -12,7 +12,8 @@ and are armed while the worker is stopped, between phases:
 Transient faults (a few times, more than the SDK's own retries absorb, fewer
 than the engine's ``max_attempts`` allow) must end in success with
 ``step.retrying`` events; capacity/quota errors and persistent faults must end
-in ``failed`` naming the step and the code, with nothing of the instance left in
+in ``failed`` naming the step and the code (``no_capacity`` for a create's
+capacity or quota error: these requests have no other zone to fail over to), with nothing of the instance left in
 the stand-in — except on a stop or start, which removes nothing and settles where
 the cloud has the VM (``running`` after a stop refused for good, ``stopped``
 after a start without capacity) with the code in ``error``; a persistent fault
@@ -38,6 +39,10 @@ from tests.fakes.fixtures import GCE_PROJECT, arm, gce_server  # noqa: F401  (fi
 from tests.providers.aws_fixtures import aws_env, moto_ec2  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow  # about two minutes; `make test` runs it
+
+# A create that meets a capacity or quota error and has no other zone or region to try (these requests
+# name none) fails with no_capacity, the attempt listed (app.placement; tests/e2e/test_failover.py).
+NO_CAPACITY = "no_capacity"
 
 
 # ---------------------------------------------------------------------- AWS on moto, through the fault proxy
@@ -128,11 +133,11 @@ def aws_stand(aws_env):  # noqa: F811
         Case("DescribeInstances", "throttle (Throttling)", "create",
              ec2_fault(code="Throttling", count=AWS_SDK_ATTEMPTS + 1)("DescribeInstances", "")),
         Case("RunInstances", "capacity", "create", ec2_fault(code="InsufficientInstanceCapacity", count=-1)(
-            "RunInstances", ""), **{**fail, "code": "capacity"}),
+            "RunInstances", ""), **{**fail, "code": NO_CAPACITY}),
         Case("RunInstances", "quota (instances)", "create", ec2_fault(code="InstanceLimitExceeded", count=-1)(
-            "RunInstances", ""), **{**fail, "code": "quota"}),
+            "RunInstances", ""), **{**fail, "code": NO_CAPACITY}),
         Case("RunInstances", "quota (vCPUs)", "create", ec2_fault(code="VcpuLimitExceeded", count=-1)(
-            "RunInstances", ""), **{**fail, "code": "quota"}),
+            "RunInstances", ""), **{**fail, "code": NO_CAPACITY}),
         Case("RunInstances", "5xx persistent", "create", ec2_fault(code="Unavailable", count=-1)(
             "RunInstances", ""), **{**fail, "code": "provider_error"}),
         # wait_running's reads fail for good: failed at that step; the same fault holds up the cleanup's
@@ -280,9 +285,9 @@ def gcp_stand(gce_server):  # noqa: F811
         "timeout": hold(skip=2)}.items()]
     cases += [
         Case("zoneOperations.wait", "capacity (operation)", "create",
-             op_error("ZONE_RESOURCE_POOL_EXHAUSTED", "insert"), outcome="failed", code="capacity"),
+             op_error("ZONE_RESOURCE_POOL_EXHAUSTED", "insert"), outcome="failed", code=NO_CAPACITY),
         Case("zoneOperations.wait", "quota (operation)", "create", op_error("QUOTA_EXCEEDED", "insert"),
-             outcome="failed", code="quota"),
+             outcome="failed", code=NO_CAPACITY),
         Case("instances.insert", "5xx persistent", "create", http(503, -1)(
             "", "POST /zones/[^/]+/instances$"), outcome="failed", code="provider_error"),
         Case("instances.get", "5xx persistent, in cleanup", "create", http(503, -1, skip=2)("", get_vm),
@@ -432,13 +437,13 @@ def azure_stand(arm):  # noqa: F811
         Case("PUT virtualMachines", "capacity (LRO failed)", "create", error(
             0, "AllocationFailed", 1, action="lro_fail",
             message="Allocation failed. We do not have sufficient capacity for the requested VM size in this region.")(
-            "", f"PUT {VM}"), outcome="failed", code="capacity"),
+            "", f"PUT {VM}"), outcome="failed", code=NO_CAPACITY),
         Case("PUT virtualMachines", "capacity (SkuNotAvailable)", "create", error(
             409, "SkuNotAvailable", -1, message="The requested size for resource is currently not available in "
                                                 "location 'eastus'.")("", f"PUT {VM}"),
-             outcome="failed", code="capacity"),
+             outcome="failed", code=NO_CAPACITY),
         Case("PUT virtualMachines", "quota (OperationNotAllowed)", "create", error(
-            409, "OperationNotAllowed", -1, message=quota)("", f"PUT {VM}"), outcome="failed", code="quota"),
+            409, "OperationNotAllowed", -1, message=quota)("", f"PUT {VM}"), outcome="failed", code=NO_CAPACITY),
         Case("GET virtualMachines", "5xx persistent, in cleanup", "create", error(
             500, "InternalServerError", -1, skip=3)("", f"GET {VM}"), outcome="failed", code="provider_error",
              step="wait_running", clear_on="cleanup.retrying", clear_after=2),

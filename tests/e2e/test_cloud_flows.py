@@ -166,8 +166,9 @@ async def test_worker_killed_right_after_create_gives_one_vm(cloud_fixture, requ
     ("http_503", "running", None),
     ("http_429", "running", None),
     ("slow", "running", None),
-    ("ZONE_RESOURCE_POOL_EXHAUSTED", "failed", "capacity"),
-    ("QUOTA_EXCEEDED", "failed", "quota"),
+    # no other zone to try (the request names none): no_capacity, the attempt listed (app.placement)
+    ("ZONE_RESOURCE_POOL_EXHAUSTED", "failed", "no_capacity"),
+    ("QUOTA_EXCEEDED", "failed", "no_capacity"),
 ])
 async def test_gcp_faults_retry_or_fail_clean(fault, outcome, code, gcp_cloud, gce, dbserver, tmp_path):  # noqa: F811
     if fault.startswith("http_"):

@@ -2,7 +2,11 @@
 process dies by SIGKILL at that step (right after the step's work, before it is recorded: the
 moment a crash hurts most). A second worker and the reaper then run. Afterwards every record is
 in a final state, every cloud resource tagged with our ids belongs to a live record, and nothing
-exists twice. The table of outcomes is printed at the end of the test run."""
+exists twice. The table of outcomes is printed at the end of the test run.
+
+One more row per cloud, ``failover``: the first zone has no capacity, and the worker dies between
+two attempts (the failed attempt recorded, its zone not yet cleaned up). The second worker cleans
+up that zone and resumes at the next one, without trying the first again; nothing is left in it."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from app.worker.runner import Worker
 from tests.api.helpers import wait_status
 from tests.e2e.cloud_support import Cloud, onebox_for, running_onebox
 from tests.e2e.conftest import KILL_MATRIX
+from tests.e2e.failover_stands import STANDS, FailoverStand, aws_failover, azure_failover, gcp_failover  # noqa: F401
 from tests.e2e.test_cloud_flows import aws_cloud, azure_cloud, gcp_cloud, settings_for  # noqa: F401 (fixtures)
 from tests.e2e.test_workers import start_worker, stop
 from tests.fakes.fixtures import arm, fake, gce, gce_server  # noqa: F401 (fixtures)
@@ -182,3 +187,34 @@ async def test_kill_matrix_clouds(cloud_fixture, request, dbserver, tmp_path, ss
     settings = matrix_settings(cloud, dbserver, tmp_path)
     async with onebox_for(cloud, settings, worker=False) as (api, svc):
         await run_matrix(Drill(cloud, settings, api, svc, tmp_path, ssh_keypair.public))
+
+
+@pytest.mark.parametrize("stand_fixture", STANDS)
+async def test_kill_between_two_failover_attempts(stand_fixture, request, dbserver, tmp_path, ssh_keypair):
+    stand: FailoverStand = request.getfixturevalue(stand_fixture)
+    cloud = Cloud(stand.name, stand.region, stand.machine_type, "ubuntu-24.04", stand.make_provider, stand.alive,
+                  stand.worker_env)
+    settings = matrix_settings(cloud, dbserver, tmp_path)
+    async with onebox_for(cloud, settings, worker=False) as (api, svc):
+        drill = Drill(cloud, settings, api, svc, tmp_path, ssh_keypair.public)
+        short = stand.capacity(stand.region, stand.zone_a)
+        inst = (await api.post("/v1/instances", json=drill.body("kill-failover", zones=[stand.zone_a, stand.zone_b]),
+                               headers=drill.headers)).json()
+        lived = await drill.kill_at("failover")
+        hits = stand.hits(short)  # the victim's attempt (an SDK may have retried it: AWS answers 500)
+        doc = await svc.db.instances.find_one({"_id": inst["id"]})
+        placement = doc["job"]["placement"]
+        assert placement["next"] == 1 and placement["leftover"]["zone"] == stand.zone_a, placement
+        done = await drill.survive(f"/v1/instances/{inst['id']}", "running")
+        assert (done["region"], done["zone"]) == (stand.region, stand.zone_b)
+        assert stand.parts_in(inst["id"], stand.region, stand.zone_a) == [], "nothing is left in the zone it left"
+        assert hits >= 1 and stand.hits(short) == hits, "the first zone was not tried again"
+        unaccounted, duplicates = await drill.account()
+        KILL_MATRIX.append({"provider": stand.name, "flow": "create", "step": "failover", "outcome": "recovered",
+                            "unaccounted": unaccounted, "duplicates": duplicates, "reaped": len(drill.reaped),
+                            "victim_s": round(lived, 1)})
+        assert (unaccounted, duplicates, drill.reaped) == (0, 0, []), "the survivor left nothing for the reaper"
+        stand.clear(short)
+        assert (await api.delete(f"/v1/instances/{inst['id']}", headers=drill.headers)).status_code == 202
+        await drill.survive(f"/v1/instances/{inst['id']}", "deleted")
+    assert stand.alive() == []

@@ -96,7 +96,9 @@ HTTP (``POST /_fake/faults`` with the same fields as JSON):
 Matching: ``method`` ("*" for any), ``resource_type`` (e.g.
 ``Microsoft.Network/networkInterfaces``), ``name``, ``path_contains``,
 ``contains`` (case-insensitive, anywhere in the path, query, body, or the
-resource an operation status poll is about: one instance's calls among many);
+resource an operation status poll is about: one instance's calls among many),
+``location`` and ``zone`` (the body's ``location`` and ``zones``: a zone short of
+capacity, a region over its core quota);
 ``skip`` lets that many matching requests through first; ``times`` is how often
 it fires (-1: until cleared or removed, ``DELETE /_fake/faults/<id>``).
 
@@ -218,6 +220,17 @@ def _invalid(message: str, target: str | None = None, status: int = 400) -> ArmE
     return ArmError(status, "InvalidParameter", message, target=target)
 
 
+def _placement(body: bytes) -> tuple[str | None, list[str]]:
+    """(location, zones) a request body puts its resource in."""
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        return None, []
+    if not isinstance(data, dict):
+        return None, []
+    return _norm_location(data.get("location")) or None, [str(z) for z in data.get("zones") or []]
+
+
 class FakeCredential:
     """A TokenCredential that hands out a static bearer token (the fake accepts any)."""
 
@@ -303,6 +316,8 @@ class Fault:
     skip: int = 0
     times: int = 1
     contains: str | None = None
+    location: str | None = None  # only requests whose body puts the resource in this location …
+    zone: str | None = None  # … or in this availability zone (its "zones" list)
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     hits: int = 0
 
@@ -758,7 +773,7 @@ class ArmState:
                            f"The api-version '{api_version}' is invalid. The supported versions are '2025-04-01'.")
         self._advance()
         route = self._route(path)
-        fault = self._match_fault(method, path, route, self._request_text(path, query, body, route))
+        fault = self._match_fault(method, path, route, self._request_text(path, query, body, route), body)
         if fault is not None and fault.action == "hold":
             try:
                 status, payload, hdrs = getattr(self, f"_h_{route.kind}")(
@@ -847,11 +862,17 @@ class ArmState:
             text += "\n" + self.ops[route.name].key
         return text.lower()
 
-    def _match_fault(self, method: str, path: str, route: _Route, request: str = "") -> Fault | None:
+    def _match_fault(self, method: str, path: str, route: _Route, request: str = "",
+                     body: bytes = b"") -> Fault | None:
+        placed = _placement(body) if any(f.location or f.zone for f in self.faults) else (None, [])
         for fault in self.faults:
             if fault.times == 0:
                 continue
             if fault.contains and fault.contains.lower() not in request:
+                continue
+            if fault.location and _norm_location(fault.location) != placed[0]:
+                continue
+            if fault.zone and fault.zone not in placed[1]:
                 continue
             if fault.method != "*" and fault.method.upper() != method:
                 continue

@@ -10,8 +10,12 @@ unchanged, so boto3's own retries (``standard`` mode) and the provider's error
 mapping run exactly as against AWS.
 
 Matching: ``action`` (the EC2 ``Action`` parameter, e.g. ``RunInstances``;
-None for any) and ``contains`` (a string that must occur in the request body,
-URL-decoded). EC2 calls name resources by their AWS ids (``i-…``, ``ami-…``,
+None for any), ``contains`` (a string that must occur in the request body,
+URL-decoded), ``region`` (the region the request is signed for) and ``zone``
+(the Availability Zone a ``RunInstances`` launches into: its
+``Placement.AvailabilityZone``, or the zone of its subnet, learnt from the
+``DescribeSubnets`` answers that pass through): a zone out of capacity, a region
+over its vCPU limit. EC2 calls name resources by their AWS ids (``i-…``, ``ami-…``,
 ``snap-…``), so the proxy learns which AWS id belongs to which of our ids: the
 instance ``RunInstances`` made for ``ClientToken=onebox-<id>`` and the image
 ``CreateImage`` made under the name ``onebox-<snapshot id>`` count as
@@ -64,6 +68,7 @@ KNOWN_ERRORS: dict[str, tuple[int, str]] = {
 _AWS_ID = re.compile(r"\b(?:i|ami|snap|vol)-[0-9a-f]{8,17}\b")
 _INSTANCE_IN_RESPONSE = re.compile(rb"<instanceId>(i-[0-9a-f]+)</instanceId>")
 _IMAGE_IN_RESPONSE = re.compile(rb"<imageId>(ami-[0-9a-f]+)</imageId>")
+_SIGNED_REGION = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/ec2/")
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
 
 
@@ -77,6 +82,8 @@ class Ec2Fault:
     hold: float | None = None  # … moto's answer held back this many seconds
     count: int = 1
     skip: int = 0
+    region: str | None = None  # only requests signed for this region
+    zone: str | None = None  # only launches into this Availability Zone
     id: int = 0
     hits: int = 0
 
@@ -101,6 +108,7 @@ class Ec2FaultProxy:
         self._calls: list[_Call] = []
         self._fired: dict[int, int] = {}  # fault id -> answers it changed (kept after the fault is gone)
         self._launched: dict[str, tuple[int, dict[str, str], bytes]] = {}  # ClientToken -> RunInstances answer
+        self._subnet_zones: dict[str, str] = {}  # subnet id -> its Availability Zone (from DescribeSubnets)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -138,6 +146,7 @@ class Ec2FaultProxy:
             self._aliases.clear()
             self._calls.clear()
             self._launched.clear()
+            self._subnet_zones.clear()
 
     def alias(self, ours: str, *aws_ids: str) -> None:
         """Calls naming any of ``aws_ids`` count as mentioning ``ours``."""
@@ -182,11 +191,15 @@ class Ec2FaultProxy:
         ours = {self._aliases[a] for a in _AWS_ID.findall(text) if a in self._aliases}
         return text + "\n" + " ".join(sorted(ours))
 
-    def _take(self, action: str, text: str) -> Ec2Fault | None:
+    def _take(self, action: str, text: str, region: str | None = None, zone: str | None = None) -> Ec2Fault | None:
         for fault in self._faults:
             if fault.action and fault.action != action:
                 continue
             if fault.contains and fault.contains not in text:
+                continue
+            if fault.region and fault.region != region:
+                continue
+            if fault.zone and fault.zone != zone:
                 continue
             if fault.skip > 0:
                 fault.skip -= 1
@@ -212,15 +225,26 @@ class Ec2FaultProxy:
             m = _IMAGE_IN_RESPONSE.search(response)
             if name.startswith("onebox-") and m:
                 self.alias(name.removeprefix("onebox-"), m.group(1).decode())
+        elif action == "DescribeSubnets":
+            self._subnet_zones.update(_subnet_zones(response))
+
+    def _zone(self, params: dict[str, list[str]]) -> str | None:
+        """The Availability Zone a RunInstances launches into, when the request says (or its subnet does)."""
+        placed = (params.get("Placement.AvailabilityZone") or [None])[0]
+        if placed:
+            return placed
+        subnets = [v[0] for k, v in params.items() if k.endswith("SubnetId")]
+        return next((self._subnet_zones[s] for s in subnets if s in self._subnet_zones), None)
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes
                ) -> tuple[int, dict[str, str], bytes, float]:
         """(status, headers, body, seconds to hold the answer) for one request."""
         params = parse_qs(body.decode("utf-8", "replace")) if method == "POST" else parse_qs(urlsplit(path).query)
         action = (params.get("Action") or [""])[0]
+        scope = _SIGNED_REGION.search(headers.get("Authorization") or headers.get("authorization") or "")
         with self._lock:
             text = self._text(body if method == "POST" else urlsplit(path).query.encode())
-            fault = self._take(action, text)
+            fault = self._take(action, text, scope.group(1) if scope else None, self._zone(params))
         if fault is not None and fault.status is not None:
             with self._lock:
                 self._calls.append(_Call(action, fault.status, "error", text))
@@ -256,6 +280,18 @@ class Ec2FaultProxy:
     def faults(self) -> list[dict]:
         with self._lock:
             return [asdict(f) for f in self._faults]
+
+
+def _subnet_zones(response: bytes) -> dict[str, str]:
+    """subnet id -> Availability Zone, from a DescribeSubnets answer."""
+    from xml.etree import ElementTree
+
+    found = {}
+    for element in ElementTree.fromstring(response).iter():
+        fields = {child.tag.rsplit("}", 1)[-1]: child.text for child in element}
+        if fields.get("subnetId") and fields.get("availabilityZone"):
+            found[fields["subnetId"]] = fields["availabilityZone"]
+    return found
 
 
 def _error_body(fault: Ec2Fault) -> bytes:

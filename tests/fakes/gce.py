@@ -66,7 +66,10 @@ Control API (JSON, outside ``/compute``; Python methods of ``GceFake`` in bracke
   - ``{"type": "operation_error", "code": "ZONE_RESOURCE_POOL_EXHAUSTED", "operation_type": "insert", "count": 1}``:
     the next matching operation ends DONE with that error (known codes carry
     their real message and httpErrorStatusCode; ``http_status`` and ``message``
-    override);
+    override); ``target`` (a regex searched in the operation's target link, e.g.
+    ``/zones/us-central1-a/`` or ``/zones/us-central1-``) aims it at one zone or
+    region, and ``count`` -1 keeps it until removed (a zone short of capacity,
+    a region out of quota);
   - ``{"type": "slow_operation", "polls": 5, "operation_type": "insert", "count": 1}``:
     the next matching operation stays RUNNING for that many polls;
   - ``{"type": "hold", "seconds": 3, "count": 1, "method": "GET", "path": "/instances/"}``:
@@ -705,9 +708,10 @@ class GceFake:
             if fault.target and not re.search(fault.target, target):
                 continue
             self._fired[fault.id] = self._fired.get(fault.id, 0) + 1
-            fault.count -= 1
-            if fault.count <= 0:
-                self._faults.remove(fault)
+            if fault.count > 0:  # -1: until removed (a zone out of capacity for a while)
+                fault.count -= 1
+                if fault.count <= 0:
+                    self._faults.remove(fault)
             taken.append(fault)
         return taken
 

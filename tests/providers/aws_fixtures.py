@@ -11,6 +11,7 @@ over HTTP, through the provider or a plain boto3 client (``ec2``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -20,6 +21,8 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -82,15 +85,15 @@ class MotoServer:
             assert response.status == 200
 
 
-@pytest.fixture(scope="session")
-def moto_ec2(tmp_path_factory) -> MotoServer:
-    """moto's server in a subprocess, with our AMI list; stopped at the end of the session."""
-    amis = tmp_path_factory.mktemp("moto") / "amis.json"
+@contextlib.contextmanager
+def running_moto(workdir: Path) -> Iterator[MotoServer]:
+    """moto's server in a subprocess, with our AMI list (files and log in ``workdir``); stopped after."""
+    amis = workdir / "amis.json"
     amis.write_text(json.dumps(TEST_AMIS))
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(MOTO_AMIS_PATH=str(amis), PYTHONUNBUFFERED="1")
-    log = (tmp_path_factory.getbasetemp() / "moto_server.log").open("w")
+    log = (workdir / "moto_server.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     server = MotoServer(f"http://127.0.0.1:{port}")
@@ -113,6 +116,13 @@ def moto_ec2(tmp_path_factory) -> MotoServer:
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def moto_ec2(tmp_path_factory) -> Iterator[MotoServer]:
+    """moto's server in a subprocess, with our AMI list; stopped at the end of the session."""
+    with running_moto(tmp_path_factory.mktemp("moto")) as server:
+        yield server
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The one contract every provider keeps, checked the same way for each cloud.
 
-A provider's test module subclasses ``ProviderContract`` and supplies three
+A provider's test module subclasses ``ProviderContract`` and supplies four
 fixtures:
 
 * ``provider`` – a ready ``Provider`` talking to its local stand-in (the local
@@ -10,13 +10,16 @@ fixtures:
 * ``disk_identity`` – a callable ``disk_identity(ref) -> object``: the
   instance's root disk as far as the stand-in shows it (its cloud id, and its
   content where the stand-in has any), asked of the stand-in itself. Equal
-  before and after a stop means the disk was kept.
+  before and after a stop means the disk was kept;
+* ``deployed`` – a callable ``deployed(deployment) -> Provider``: another
+  provider on the same stand-in, built for that onebox deployment (None: an
+  older onebox that tagged no deployment).
 
 The checks are what the lifecycle engine relies on: idempotent create, typed
 NotFound, delete that returns only once everything is gone, snapshots that a
-new instance can start from, ``list_managed`` seeing all of it, and stop,
-start and reboot that keep the disk and report the addresses the cloud has
-after a start.
+new instance can start from, ``list_managed`` seeing all of it — but nothing
+of another deployment sharing the account — and stop, start and reboot that
+keep the disk and report the addresses the cloud has after a start.
 """
 
 from __future__ import annotations
@@ -130,7 +133,47 @@ class PowerContract:
                 verb(spec.ref, self.wait_timeout)
 
 
-class ProviderContract(PowerContract):
+class DeploymentContract:
+    """Deployments sharing a cloud account: part of ``ProviderContract``."""
+
+    def test_list_managed_sees_its_deployment_and_untagged_older_resources_never_another(
+            self, deployed, make_spec):
+        mine, other, older = deployed("dep-mine"), deployed("dep-other"), deployed(None)
+        specs = {"mine": make_spec(), "other": make_spec(), "older": make_spec()}
+        made = {"mine": mine, "other": other, "older": older}
+        infos = {}
+        for who, spec in specs.items():
+            made[who].create_instance(spec)
+            infos[who] = made[who].wait_running(spec.ref, self.wait_timeout)
+        snap_spec = _snapshot_spec(specs["mine"], infos["mine"], "s-" + specs["mine"].instance_id[2:])
+        snap = mine.create_snapshot(snap_spec)
+        try:
+            def seen(provider) -> dict[str, set]:
+                found: dict[str, set] = {}
+                for r in provider.list_managed():
+                    if r.state in ("terminated", "deleted"):
+                        continue
+                    key = r.snapshot_id or r.instance_id
+                    found.setdefault(key, set()).add(r.deployment)
+                return found
+
+            by_mine, by_other = seen(mine), seen(other)
+            assert by_mine.get(specs["mine"].instance_id) == {"dep-mine"}, "its own resources, tagged"
+            assert by_mine.get(snap_spec.snapshot_id) == {"dep-mine"}, "its snapshots too"
+            assert specs["other"].instance_id not in by_mine, "never another deployment's"
+            assert by_mine.get(specs["older"].instance_id) == {None}, "untagged older ones, marked so"
+            assert specs["mine"].instance_id not in by_other and snap_spec.snapshot_id not in by_other
+            assert by_other.get(specs["other"].instance_id) == {"dep-other"}
+            everything = seen(older)  # a provider without a deployment (tools, tests) sees them all
+            assert {specs[w].instance_id for w in specs} <= set(everything)
+        finally:
+            mine.delete_snapshot(SnapshotRef(snap_spec.snapshot_id, specs["mine"].region, snap.cloud_id))
+            for who, spec in specs.items():
+                made[who].delete_instance(InstanceRef(spec.instance_id, spec.region, infos[who].zone,
+                                                      infos[who].cloud_id))
+
+
+class ProviderContract(PowerContract, DeploymentContract):
     """Inherit this in tests/providers/test_<cloud>.py."""
 
     wait_timeout = 60.0
@@ -219,3 +262,4 @@ class ProviderContract(PowerContract):
         provider.delete_instance(child.ref)
         provider.delete_instance(spec.ref)
         provider.delete_snapshot(sref)
+

@@ -68,6 +68,11 @@ def provider(aws_env):
 
 
 @pytest.fixture
+def deployed(aws_env):
+    return lambda deployment: AwsProvider(_config(aws_env, deployment=deployment))
+
+
+@pytest.fixture
 def make_spec():
     return new_spec
 

@@ -58,6 +58,19 @@ def provider(fake):
 
 
 @pytest.fixture
+def deployed(fake):
+    made = []
+
+    def make(deployment):
+        made.append(_provider(fake, deployment=deployment))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close()
+
+
+@pytest.fixture
 def make_spec():
     def make(**overrides) -> InstanceSpec:
         values = dict(instance_id=f"i-{uuid.uuid4().hex[:12]}", owner="u-alice", name="dev box", region="eastus",

@@ -62,6 +62,11 @@ def provider(make_provider):
 
 
 @pytest.fixture
+def deployed(make_provider):
+    return lambda deployment: make_provider(deployment=deployment)
+
+
+@pytest.fixture
 def make_spec():
     def make(**overrides) -> InstanceSpec:
         values = dict(

@@ -25,6 +25,12 @@ def provider(tmp_path, ssh_keypair):
 
 
 @pytest.fixture
+def deployed(provider, tmp_path):
+    # One root, several deployments' instances in it: what each one lists is decided by their tags alone.
+    return lambda deployment: LocalProvider(LocalConfig(root=tmp_path / "local", deployment=deployment))
+
+
+@pytest.fixture
 def make_spec(ssh_keypair):
     def make(**overrides):
         values = dict(
