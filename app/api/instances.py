@@ -19,7 +19,7 @@ router = APIRouter(route_class=DeadlineRoute, prefix="/v1/instances", tags=["ins
                    responses=PROBLEM_RESPONSES)
 
 StatusFilter = Literal["pending", "provisioning", "configuring", "running", "failed", "deleting", "deleted"]
-ProviderFilter = Literal["aws", "gcp", "azure", "local"]
+ProviderFilter = Literal["aws", "gcp", "azure", "local", "qemu"]
 
 
 INSTANCE_LINKS = {

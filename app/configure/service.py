@@ -47,6 +47,25 @@ def fingerprint(known_hosts_line: str) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
+def agent_url(settings, provider: str) -> str:
+    """``ONEBOX_PUBLIC_URL`` as the agent on a VM of ``provider`` reaches it.
+
+    A qemu VM is on QEMU's user-mode network, where the host's loopback is the gateway
+    (10.0.2.2): a loopback public URL is rewritten to it unless ``ONEBOX_QEMU_AGENT_URL`` says otherwise.
+    """
+    if provider == "qemu":
+        from providers.qemu.mapping import guest_url
+
+        return settings.qemu_agent_url or guest_url(settings.public_url)
+    return settings.public_url
+
+
+def ssh_wait_seconds(settings, provider: str) -> float:
+    """How long a new VM's sshd may take to answer: a qemu guest under TCG boots for minutes when the
+    machine is busy, a cloud VM's sshd is up within a minute of the VM running."""
+    return settings.qemu_boot_timeout_seconds if provider == "qemu" else KEYSCAN_TIMEOUT
+
+
 def ssh_endpoint(settings, doc: dict) -> tuple[str, int, str]:
     """(host, port, kind) where Ansible reaches the instance; kind is "local" or "vm"."""
     mapped = settings.ssh_endpoint_map.get(doc["public_ip"]) or settings.ssh_endpoint_map.get("*")
@@ -66,7 +85,7 @@ async def configure_instance(ctx: JobContext) -> None:
     host, port, kind = ssh_endpoint(settings, doc)
     known = doc.get("ssh_host_keys")
     if not known:
-        known = await scan_host_keys(host, port)
+        known = await scan_host_keys(host, port, ssh_wait_seconds(settings, doc["provider"]))
         await ctx.claim.update({"$set": {"ssh_host_keys": known}})
         await ctx.event("ssh.host_key", "recorded host key " + ", ".join(fingerprint(k) for k in known), "configure")
     private_key, _ = deploy_key(settings.data_dir)
@@ -84,7 +103,7 @@ async def configure_instance(ctx: JobContext) -> None:
         "onebox_sudo": True,
         "onebox_agent_interval": settings.agent_interval_seconds,
         "onebox_agent_config": {
-            "url": settings.public_url,
+            "url": agent_url(settings, doc["provider"]),
             "token": token,
             "instance_id": doc["_id"],
             "interval": settings.agent_interval_seconds,

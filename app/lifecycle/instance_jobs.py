@@ -53,6 +53,8 @@ class ProvisionJob(JobBase):
 
                 admin_key = deploy_key(ctx.services.settings.data_dir)[1]
             info = await call(provider.create_instance, instance_spec(ctx.doc, snapshot, admin_key))
+            if info.extra.get("notice"):  # what the provider wants the user to know (e.g. qemu's accelerator)
+                await ctx.event("provider.notice", info.extra["notice"], step)
             return {"cloud_id": info.cloud_id}
         if step == "wait_running":
             timeout = ctx.services.settings.wait_running_timeout_seconds
