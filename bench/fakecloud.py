@@ -10,6 +10,7 @@ not find its VM, which the benchmarks never provoke (no worker dies).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 from providers.base import (Catalog, InstanceInfo, InstanceRef, InstanceSpec, InstanceState, MachineType,
@@ -58,6 +59,23 @@ class FakeCloud:
         with self._lock:
             self._instances.pop(ref.instance_id, None)
 
+    def _set_state(self, ref: InstanceRef, state: InstanceState) -> InstanceInfo:
+        with self._lock:
+            info = self._instances.get(ref.instance_id)
+            if info is None:
+                raise NotFound(f"instance {ref.instance_id} not found")
+            info = self._instances[ref.instance_id] = dataclasses.replace(info, state=state)
+            return info
+
+    def stop_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        return self._set_state(ref, InstanceState.STOPPED)
+
+    def start_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        return self._set_state(ref, InstanceState.RUNNING)
+
+    def reboot_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        return self._set_state(ref, InstanceState.RUNNING)
+
     def create_snapshot(self, spec: SnapshotSpec) -> SnapshotInfo:
         with self._lock:
             info = SnapshotInfo(spec.snapshot_id, f"snap-{spec.snapshot_id}", SnapshotState.AVAILABLE,
@@ -77,7 +95,7 @@ class FakeCloud:
 
     def list_managed(self) -> list[ManagedResource]:
         with self._lock:
-            return [ManagedResource("instance", i.cloud_id, i.region, instance_id=i.instance_id)
+            return [ManagedResource("instance", i.cloud_id, i.region, instance_id=i.instance_id, state=i.state.value)
                     for i in self._instances.values()]
 
 

@@ -22,6 +22,29 @@ Rules every provider keeps, because the engine relies on them:
   with backoff; anything else fails the step for good and triggers cleanup.
   Messages are written for the user who asked for the instance and never
   contain credentials.
+* Power verbs (``stop_instance``, ``start_instance``, ``reboot_instance``) keep
+  the instance's disks and identity: the same ``cloud_id``, the same root disk.
+  Each returns only once the cloud reports the state it promises, and each may
+  be called again after a crash at any point: stopping a stopped VM and
+  starting a running one return at once. A call that runs out of ``timeout``
+  raises ``ProviderError(retryable=True, code="timeout")``; the engine calls
+  again and the verb picks up where the cloud is. Addresses are re-read after
+  every start: a public IP may change across a stop (EC2 without an Elastic IP,
+  GCE ephemeral IPs), and the engine records the one the verb returns.
+
+One layout for every provider, so that a reader finds the same concern in the
+same file whatever the cloud (a new provider, e.g. ``qemu``, follows it too)::
+
+    providers/<name>/__init__.py  a docstring index of the files; exports <Name>Config and <Name>Provider
+    providers/<name>/config.py    the <Name>Config dataclass: plain settings, no credentials
+    providers/<name>/provider.py  the <Name>Provider class: every verb of ``Provider``, stop/start/reboot included
+    providers/<name>/mapping.py   pure vocabulary, no SDK calls: the status map to InstanceState,
+                                  image aliases, tag/label and resource names
+    providers/<name>/errors.py    the cloud's errors turned into the typed errors below, in one place
+
+plus helpers a cloud needs of its own (``aws/network.py``, ``local/processes.py``).
+Importing ``providers`` or ``providers.base`` never imports a cloud SDK; a
+provider package imports its SDK lazily or on import of its ``provider`` module.
 """
 
 from __future__ import annotations
@@ -48,10 +71,10 @@ def managed_tags(instance_id: str, owner: str) -> dict[str, str]:
 class InstanceState(enum.StrEnum):
     """A cloud VM's state, normalized across clouds."""
 
-    PENDING = "pending"  # accepted by the cloud, not yet running
+    PENDING = "pending"  # accepted by the cloud, not yet running (being created or started)
     RUNNING = "running"
     STOPPING = "stopping"  # shutting down or being deleted
-    STOPPED = "stopped"
+    STOPPED = "stopped"  # exists with its disks, not running (EC2 stopped, GCE TERMINATED, Azure deallocated)
     TERMINATED = "terminated"  # gone, or about to vanish from listings
     UNKNOWN = "unknown"
 
@@ -238,7 +261,45 @@ class Provider(Protocol):
         ...
 
     def list_managed(self) -> list[ManagedResource]:
-        """Every resource tagged managed-by=onebox, in every configured region."""
+        """Every resource tagged managed-by=onebox, in every configured region.
+
+        Stopped instances are listed too: they still hold disks (``state`` is the cloud's
+        word where its listing has one: Azure lists provisioning states, not power states).
+        """
+        ...
+
+    def stop_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        """Stop the VM and keep its disk(s); return once the cloud says it is stopped.
+
+        Returns state STOPPED (``public_ip`` may be None: some clouds release it).
+        Already stopped: returns at once. Still starting or being stopped: waits
+        for that to settle, then stops. Gone (or being deleted): NotFound. The
+        cloud's cheapest stop that keeps the disks is used (Azure: deallocate,
+        which ends compute billing; a mere power-off does not).
+        """
+        ...
+
+    def start_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        """Start a stopped VM; return once it runs with its addresses known.
+
+        Returns state RUNNING with the addresses re-read from the cloud (the
+        public IP may differ from the one before the stop). Already running:
+        returns its info at once. Being stopped: waits for the stop to end,
+        then starts. Gone (or being deleted): NotFound. What was set up to start
+        at boot (the onebox agent) comes back by itself: configuration is not
+        run again.
+        """
+        ...
+
+    def reboot_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        """Reboot the VM; return once it runs again, addresses re-read.
+
+        At least once: the VM has booted at least once since the call began
+        when it returns, so a reboot repeated after a crash (the engine cannot
+        tell whether the first one reached the cloud) reboots again rather
+        than risk none. A VM found stopped is started (a reboot is a power
+        cycle). Gone: NotFound.
+        """
         ...
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from providers.aws.config import AwsConfig
-from providers.aws.ec2 import paginate, tag_list
+from providers.aws.mapping import paginate, tag_list
 from providers.aws.errors import error_code
 from providers.base import MANAGED_BY_TAG, MANAGED_BY_VALUE, InstanceSpec, InvalidRequest, ProviderError
 

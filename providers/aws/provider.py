@@ -20,13 +20,13 @@ import math
 import re
 import threading
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from botocore.exceptions import ClientError, WaiterError
 
 from providers import prices
 from providers.aws.config import AwsConfig
-from providers.aws.ec2 import (
+from providers.aws.mapping import (
     DEFAULT_IMAGE,
     IMAGE_FILTERS,
     IMAGE_STATUS_MAP,
@@ -398,6 +398,76 @@ class AwsProvider:
                                     f"{instance_id}; onebox will try again", retryable=True,
                                     code="timeout")
             self._sleep()
+
+    # -- power -----------------------------------------------------------------
+
+    def _power(self, ref: InstanceRef, timeout: float, action: str,
+               step: Callable[[Any, dict[str, Any]], bool]) -> InstanceInfo:
+        """Drive one instance until ``step`` says it is where ``action`` wants it.
+
+        ``step(client, inst)`` looks at the instance as EC2 describes it now, makes
+        at most one call to move it along, and answers True once it is done. Every
+        state is looked at afresh after each poll, so a call repeated after a crash
+        (or after a stop or start someone else made) picks up wherever EC2 is.
+        """
+        client = self._client(ref.region)
+        deadline = time.monotonic() + timeout
+        inst = self._require_instance(client, ref)
+        while True:
+            state = inst["State"]["Name"]
+            if state in ("shutting-down", "terminated"):
+                raise NotFound(f"Instance {ref.instance_id} ({inst['InstanceId']}) is being deleted; "
+                               f"there is nothing to {action}")
+            if step(client, inst):
+                return self._info(inst, ref.instance_id, ref.region)
+            if time.monotonic() >= deadline:
+                raise ProviderError(f"Instance {ref.instance_id} ({inst['InstanceId']}) is still {state} after "
+                                    f"{timeout:.0f}s; onebox will check again", retryable=True, code="timeout")
+            self._sleep()
+            inst = self._describe_id(client, inst["InstanceId"]) or inst
+
+    @translated("stop the instance")
+    def stop_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        def step(client: Any, inst: dict[str, Any]) -> bool:
+            state = inst["State"]["Name"]
+            if state == "running":
+                client.stop_instances(InstanceIds=[inst["InstanceId"]])
+                log.info("aws: stopping %s (%s)", ref.instance_id, inst["InstanceId"])
+            return state == "stopped"  # pending: EC2 refuses to stop it yet; stopping: wait
+
+        return self._power(ref, timeout, "stop", step)
+
+    @translated("start the instance")
+    def start_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        def step(client: Any, inst: dict[str, Any]) -> bool:
+            state = inst["State"]["Name"]
+            if state == "stopped":
+                client.start_instances(InstanceIds=[inst["InstanceId"]])
+                log.info("aws: starting %s (%s)", ref.instance_id, inst["InstanceId"])
+            # Without an Elastic IP the public address is a new one, assigned as it starts.
+            return state == "running" and bool(inst.get("PublicIpAddress"))
+
+        return self._power(ref, timeout, "start", step)
+
+    @translated("reboot the instance")
+    def reboot_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        rebooted = False
+
+        def step(client: Any, inst: dict[str, Any]) -> bool:
+            nonlocal rebooted
+            state = inst["State"]["Name"]
+            if state == "stopped":
+                client.start_instances(InstanceIds=[inst["InstanceId"]])  # a start is a fresh boot
+                rebooted = True
+                log.info("aws: starting %s (%s) to reboot it", ref.instance_id, inst["InstanceId"])
+            elif state == "running" and not rebooted:
+                # EC2 keeps the instance "running" through a reboot: nothing to wait for afterwards.
+                client.reboot_instances(InstanceIds=[inst["InstanceId"]])
+                rebooted = True
+                log.info("aws: rebooting %s (%s)", ref.instance_id, inst["InstanceId"])
+            return rebooted and state == "running" and bool(inst.get("PublicIpAddress"))
+
+        return self._power(ref, timeout, "reboot", step)
 
     # -- snapshots -----------------------------------------------------------
 

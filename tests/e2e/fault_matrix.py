@@ -3,11 +3,18 @@
 A ``Case`` is one fault at one provider call of one flow and what must come of
 it; a ``Stand`` is one cloud stand-in with its fault controls and its own view
 of what is left. ``run_matrix`` runs every case of a stand through one onebox:
-it creates the instances, snapshots some, deletes the snapshots, deletes every
-instance (the phases), pausing the worker between phases to aim the phase's
-faults at their instances, and checks each case right after its phase and the
-stand-in at the end. One instance (a ``Lane``) carries one case per phase, as
-the phases never overlap.
+it creates the instances, snapshots some, deletes the snapshots, stops, starts
+and reboots some, deletes every instance (the phases), pausing the worker
+between phases to aim the phase's faults at their instances, and checks each
+case right after its phase and the stand-in at the end. One instance (a
+``Lane``) carries one case per phase, as the phases never overlap.
+
+The power phases (``stop``, ``start``, ``reboot``: ``POST /v1/instances/{id}/<phase>``)
+run only for a stand with cases in them: a row such as
+``("stop", "StopInstances", "")`` in a stand's ``calls`` is all it takes. A
+start case's instance is stopped first (in the stop phase, without a fault), and
+a power phase is over for an instance once its record came out of the phase's
+own status (``stopping``, ``starting``, ``rebooting``: the last transition says so).
 """
 
 from __future__ import annotations
@@ -23,10 +30,14 @@ import pytest
 from tests.conftest import make_settings
 from tests.e2e.cloud_support import SSH_KEY
 
-PHASES = ("create", "snapshot", "delete_snapshot", "delete")
+PHASES = ("create", "snapshot", "delete_snapshot", "stop", "start", "reboot", "delete")
 PHASE_STEPS = {"create": {"create", "wait_running", "configure"}, "snapshot": {"snapshot"},
-               "delete_snapshot": {"delete_snapshot"}, "delete": {"delete"}}
-WANTED = {"create": "running", "snapshot": "available", "delete_snapshot": "deleted", "delete": "deleted"}
+               "delete_snapshot": {"delete_snapshot"}, "stop": {"stop"}, "start": {"start"}, "reboot": {"reboot"},
+               "delete": {"delete"}}
+WANTED = {"create": "running", "snapshot": "available", "delete_snapshot": "deleted", "stop": "stopped",
+          "start": "running", "reboot": "running", "delete": "deleted"}
+# power phase -> (the status its instances start from, the status the phase passes through)
+POWER_PHASES = {"stop": ("running", "stopping"), "start": ("stopped", "starting"), "reboot": ("running", "rebooting")}
 WAIT = 150.0  # seconds one phase may take at most
 
 
@@ -124,8 +135,8 @@ def render(stand: Stand, cases: list[Case], phase_calls: dict[str, list[str]], s
         lines.append(f"{stand.name:8} {c.phase:15} {c.call[:30]:30} {c.fault[:27]:27} {outcome[:23]:23} "
                      f"{c.retried:>7} {c.hits:>4} {c.took:>5.1f} {len(c.left):>4}  "
                      f"{'ok' if not c.problems else 'FAIL'}")
-    for phase in PHASES:
-        seen = sorted(set(phase_calls.get(phase, [])))
+    for phase in (p for p in PHASES if p in phase_calls):
+        seen = sorted(set(phase_calls[phase]))
         missed = [x for x in seen if x not in {c.call for c in cases if c.phase == phase}]
         lines.append(f"{stand.name} {phase}: calls seen {len(seen)}, not faulted: {', '.join(missed) or '-'}")
     lines.append(f"{stand.name}: {len(cases)} cases on {instances} instances in {seconds:.1f}s; "
@@ -178,16 +189,19 @@ class Onebox:
         return await self.svc.db.events.count_documents(
             {"instance_id": lane.instance_id, "type": type_, "step": {"$in": steps}})
 
-    async def settle(self, phase: str, lanes: list["Lane"], collection: str, done: set[str]) -> list[dict]:
+    async def settle(self, phase: str, lanes: list["Lane"], collection: str, done: set[str],
+                     through: str | None = None) -> list[dict]:
         """Wait until every lane's record is in ``done`` (read from the database in one query, not through
-        the API, to keep the load down); clear a persistent fault once it has retried enough."""
+        the API, to keep the load down) — and, with ``through``, came there out of that status — ; clear a
+        persistent fault once it has retried enough."""
         started = time.monotonic()
         pending = {lane.key(collection): lane for lane in lanes}
         docs: dict[str, dict] = {}
         while pending and time.monotonic() < started + WAIT:
             async for doc in self.svc.db.db[collection].find({"_id": {"$in": list(pending)}}):
                 docs[doc["_id"]] = doc
-                if doc["status"] in done:
+                last = (doc.get("transitions") or [{}])[-1]
+                if doc["status"] in done and (through is None or last.get("from") == through):
                     lane = pending.pop(doc["_id"])
                     if phase in lane.cases:
                         lane.cases[phase].took = time.monotonic() - started
@@ -210,6 +224,7 @@ class Lane:
     instance_id: str | None = None
     snapshot_id: str | None = None
     reached: dict[str, str] = field(default_factory=dict)  # phase -> status at its end
+    status: str = ""  # the instance's status at the end of its last phase
     problems: list[str] = field(default_factory=list)  # of phases without a fault of this lane
 
     def key(self, collection: str) -> str:
@@ -226,18 +241,20 @@ def lanes_for(cases: list[Case]) -> list[Lane]:
     failing_create = [c for c in cases if c.phase == "create" and c.wanted == "failed"]
     failing_snapshot = [c for c in cases if c.phase == "snapshot" and c.wanted == "failed"]
     k = len(failing_snapshot)
-    n = max(len(by["create"]), k + len(by["snapshot"]), k + len(by["delete_snapshot"]), len(by["delete"]))
+    n = max(len(by["create"]), k + len(by["snapshot"]), k + len(by["delete_snapshot"]), len(by["delete"]),
+            *(len(by[p]) for p in POWER_PHASES))
     lanes = [Lane() for _ in range(n)]
     for i, case in enumerate(failing_snapshot):
         lanes[i].cases["snapshot"] = case
-    for phase, offset in (("create", 0), ("snapshot", k), ("delete_snapshot", k), ("delete", 0)):
+    for phase, offset in (("create", 0), ("snapshot", k), ("delete_snapshot", k), ("stop", 0), ("start", 0),
+                          ("reboot", 0), ("delete", 0)):
         for i, case in enumerate(by[phase]):
             lanes[offset + i].cases[phase] = case
     return lanes + [Lane({"create": case}) for case in failing_create]
 
 
 async def run_phase(box: Onebox, phase: str, lanes: list[Lane], request: Callable, collection: str,
-                    done: set[str], phase_calls: dict[str, list[str]]) -> None:
+                    done: set[str], phase_calls: dict[str, list[str]], through: str | None = None) -> None:
     """Queue the phase's work for ``lanes`` with the worker paused, arm their faults, run, settle, disarm."""
     stand = box.stand
     before, started = len(stand.calls()), time.monotonic()
@@ -250,7 +267,7 @@ async def run_phase(box: Onebox, phase: str, lanes: list[Lane], request: Callabl
             case.handle = case.arm(lane.snapshot_id if case.scope == "snapshot" else lane.instance_id)
     box.start()
     try:
-        docs = await box.settle(phase, lanes, collection, done)
+        docs = await box.settle(phase, lanes, collection, done, through)
         await asyncio.sleep(0.5)  # a job writes its last bits (quota release, events) after its final status
     finally:
         await box.pause()
@@ -258,6 +275,8 @@ async def run_phase(box: Onebox, phase: str, lanes: list[Lane], request: Callabl
     print(f"{stand.name} {phase}: {len(lanes)} instances in {time.monotonic() - started:.1f}s", flush=True)
     for lane, doc in zip(lanes, docs):
         lane.reached[phase] = doc["status"]
+        if collection == "instances":
+            lane.status = doc["status"]
         case = lane.cases.get(phase)
         if case is None:
             if doc["status"] != WANTED[phase]:
@@ -336,6 +355,18 @@ async def run_matrix(stand: Stand, settings, matrix: _MatrixReport) -> None:
 
         await run_phase(box, "delete_snapshot", deleting_snapshots, delete_snapshot, "snapshots", {"deleted"},
                         phase_calls)
+
+        for phase, (before, through) in POWER_PHASES.items():
+            if not any(phase in lane.cases for lane in lanes):
+                continue  # no case of this stand in this phase
+            wanting = ("stop", "start") if phase == "stop" else (phase,)  # a start case's instance stops first
+            acting = [lane for lane in lanes if lane.status == before and any(p in lane.cases for p in wanting)]
+
+            async def power(lane: Lane, phase: str = phase) -> None:
+                await box.send("POST", f"/v1/instances/{lane.instance_id}/{phase}")
+
+            await run_phase(box, phase, acting, power, "instances", {"running", "stopped", "failed"}, phase_calls,
+                            through=through)
 
         async def delete(lane: Lane) -> None:
             await box.send("DELETE", f"/v1/instances/{lane.instance_id}")

@@ -7,7 +7,8 @@ import asyncio
 import json
 import time
 
-from providers.local import LocalConfig, LocalProvider, process_running
+from providers.local import LocalConfig, LocalProvider
+from providers.local.processes import process_running
 from tests.api.helpers import instance_body, wait_status
 from tests.conftest import make_settings
 from tests.e2e.cloud_support import served_app

@@ -56,6 +56,19 @@ Delete options, as modelled (a documented choice):
 * The OS disk a VM makes from an image gets no tags (ARM does not copy VM tags
   to it).
 
+VM power actions (``POST virtualMachines/{vm}/start|deallocate|restart|powerOff``)
+are long-running operations (202, ``Azure-AsyncOperation`` and ``Location``):
+while one runs the VM is ``Updating`` with power state ``starting``,
+``deallocating`` or ``stopping``; then ``running``, ``deallocated`` or
+``stopped``. Deallocating releases a ``Dynamic`` public IP's address and a
+start gives it a new one (a ``Static`` IP keeps its address). ARM's refusals are
+modelled: any action on a VM marked for deletion or still being created
+(``OperationNotAllowed``/``Conflict``), restart or powerOff of a deallocated VM;
+a newer action preempts one still running (``OperationPreempted``). Faults
+(``error``, ``lro_fail``, ``slow``, ``hold``) match these POSTs too (e.g.
+``path_contains="/deallocate"``). ``dump()`` shows each VM's boot count as
+``_boots``.
+
 VM extensions (``virtualMachines/{vm}/extensions/{name}``) are stored and go
 with their VM; ``Microsoft.OSTCExtensions/VMAccessForLinux`` is *run*: its
 ``protectedSettings`` ``username``/``ssh_key`` add the key for that user to the
@@ -164,6 +177,8 @@ EXTENSION = "Microsoft.Compute/virtualMachines/extensions"
 RG_TYPE = "Microsoft.Resources/resourceGroups"
 
 TOP_TYPES = {t.lower(): t for t in (VM, DISK, SNAPSHOT, VNET, NSG, PIP, NIC)}
+# POST .../virtualMachines/{vm}/<action> (lower-cased path segment -> the action's name)
+VM_ACTIONS = {"start": "start", "deallocate": "deallocate", "restart": "restart", "poweroff": "powerOff"}
 NETWORK_TYPES = {VNET, SUBNET, NSG, PIP, NIC}
 
 _GENERIC_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,78}[A-Za-z0-9_])?$")
@@ -239,6 +254,7 @@ class Res:
     op_id: str | None = None
     failure: dict | None = None
     power: str = "running"
+    boots: int = 1  # VMs: how often it booted (create, start, restart); dump() shows it as "_boots"
     # Guest state, for OS disks and snapshots: Linux user -> authorized SSH keys. Never rendered by the API;
     # dump() shows it as "_guest" so tests can see which keys a VM's disk would let in.
     guest: dict[str, list[str]] | None = None
@@ -266,6 +282,8 @@ class Op:
     min_polls: int | None = None  # None: ArmState.lro_polls
     max_seconds: float | None = None  # None: ArmState.lro_max_seconds
     start_iso: str = field(default_factory=_now)
+    action: str | None = None  # kind "action": start | deallocate | restart | powerOff
+    power_before: str | None = None  # kind "action": the VM's power state before it, restored if it fails
 
 
 @dataclass
@@ -373,6 +391,8 @@ class ArmState:
                 d = self.render(r)
                 if r.guest is not None:
                     d["_guest"] = copy.deepcopy(r.guest)
+                if r.type == VM:
+                    d["_boots"] = r.boots
                 out.append(d)
             return out
 
@@ -540,11 +560,11 @@ class ArmState:
             statuses = [{"code": f"ProvisioningState/failed/{fail['code']}", "level": "Error",
                          "displayStatus": "Provisioning failed", "message": fail["message"], "time": t}]
         else:
+            power = {"Deleting": "stopping", "Creating": "starting"}.get(vm.state, vm.power)
             statuses = [
                 {"code": f"ProvisioningState/{vm.state.lower()}", "level": "Info",
                  "displayStatus": f"{vm.state} in progress"},
-                {"code": "PowerState/" + ("stopping" if vm.state == "Deleting" else "starting"), "level": "Info",
-                 "displayStatus": "VM " + ("stopping" if vm.state == "Deleting" else "starting")},
+                {"code": f"PowerState/{power}", "level": "Info", "displayStatus": f"VM {power}"},
             ]
         osd = vm.props.get("storageProfile", {}).get("osDisk", {})
         return {
@@ -572,6 +592,9 @@ class ArmState:
             return
         op.ended = _now()
         r = self.res.get(op.key)
+        if op.kind == "action":
+            self._complete_action(op, r)
+            return
         if op.fail is not None:
             op.status, op.error = "Failed", dict(op.fail)
             if r is not None and r.op_id == op.id:
@@ -584,13 +607,52 @@ class ArmState:
             return
         if op.kind == "put":
             r.state, r.failure, r.changed = "Succeeded", None, _now()
-            if r.type == VM:
-                r.power = "running"
+            if r.type == VM:  # a new VM runs (Res.power); an update leaves the power state as it was
                 self._settle_vm_disk(r, "Succeeded")
             elif r.type == EXTENSION:
                 self._run_extension(r)
         else:
             self._remove(r, op.keep)
+
+    def _complete_action(self, op: Op, vm: Res | None) -> None:
+        """The end of a start, deallocate, restart or powerOff of a VM."""
+        mine = vm is not None and vm.op_id == op.id
+        if op.fail is not None:
+            op.status, op.error = "Failed", dict(op.fail)
+            if mine:  # nothing happened: back to where it was
+                vm.state, vm.power, vm.changed = "Succeeded", op.power_before or vm.power, _now()
+            return
+        op.status = "Succeeded"
+        if not mine or op.power_before == {"start": "running", "deallocate": "deallocated"}.get(op.action or ""):
+            return  # preempted or deleted meanwhile, or there was nothing to do
+        vm.state, vm.changed = "Succeeded", _now()
+        vm.power = {"start": "running", "restart": "running", "deallocate": "deallocated",
+                    "powerOff": "stopped"}[op.action or ""]
+        if op.action in ("start", "restart"):
+            vm.boots += 1
+        if op.action == "deallocate":
+            for pip in self._vm_public_ips(vm):  # a Dynamic public IP is released with the compute
+                if pip.props.get("publicIPAllocationMethod") == "Dynamic":
+                    pip.props.pop("ipAddress", None)
+        elif op.action == "start":
+            for pip in self._vm_public_ips(vm):  # and a Dynamic one gets a new address as it starts
+                if pip.props.get("publicIPAllocationMethod") == "Dynamic" and not pip.props.get("ipAddress"):
+                    pip.props["ipAddress"] = self._new_public_address()
+
+    def _vm_public_ips(self, vm: Res) -> list[Res]:
+        out = []
+        for ref in vm.props.get("networkProfile", {}).get("networkInterfaces", []):
+            nic = self._get(ref.get("id"))
+            for ipc in (nic.props.get("ipConfigurations", []) if nic is not None else []):
+                pip = self._get((ipc.get("properties", {}).get("publicIPAddress") or {}).get("id"))
+                if pip is not None:
+                    out.append(pip)
+        return out
+
+    def _new_public_address(self) -> str:
+        address = f"20.62.{self._next_public // 250}.{self._next_public % 250 + 4}"
+        self._next_public += 1
+        return address
 
     def _run_extension(self, ext: Res) -> None:
         """VMAccessForLinux: create the user if needed and authorize ssh_key on the VM's OS disk."""
@@ -753,6 +815,8 @@ class ArmState:
                     return _Route("subnet", rg=rg, type=SUBNET, name=tail[1], parent=name)
                 if type_ == VM and ltail == ["instanceview"]:
                     return _Route("instance_view", rg=rg, type=VM, name=name)
+                if type_ == VM and len(ltail) == 1 and ltail[0] in VM_ACTIONS:
+                    return _Route("vm_action", rg=rg, type=VM, name=name, extra=(VM_ACTIONS[ltail[0]],))
                 if type_ == VM and len(tail) == 2 and ltail[0] == "extensions":
                     return _Route("extension", rg=rg, type=EXTENSION, name=tail[1], parent=name)
             if lrest[2] == "providers" and len(rest) == 5:
@@ -797,8 +861,9 @@ class ArmState:
                 continue
             if fault.path_contains and fault.path_contains.lower() not in path.lower():
                 continue
-            if fault.action in ("lro_fail", "slow") and (route.kind not in ("resource", "subnet", "extension")
-                                                         or method not in ("PUT", "PATCH", "DELETE")):
+            if fault.action in ("lro_fail", "slow") and not (
+                    (route.kind in ("resource", "subnet", "extension") and method in ("PUT", "PATCH", "DELETE"))
+                    or (route.kind == "vm_action" and method == "POST")):
                 continue
             if fault.action == "keep_parts" and not (route.type == VM and method == "DELETE"):
                 continue
@@ -1101,6 +1166,49 @@ class ArmState:
             ext.created = existing.created
         return self._store_put(ctx, ext, existing)
 
+    def _h_vm_action(self, ctx, route):
+        """POST start | deallocate | restart | powerOff: a long-running operation (202, no body).
+
+        Refused as ARM refuses them: on a VM marked for deletion, on one still being created, and
+        restart/powerOff of a deallocated VM. A newer action preempts one still running (that one
+        ends Failed with OperationPreempted), as Azure does. Starting a running VM or deallocating a
+        deallocated one is an operation that changes nothing.
+        """
+        if ctx.method != "POST":
+            raise ArmError(405, "MethodNotAllowed", f"The method '{ctx.method}' is not allowed.")
+        vm = self._existing(route.rg, VM, route.name)
+        action = route.extra[0]
+        if vm.state == "Deleting":
+            raise ArmError(409, "OperationNotAllowed",
+                           f"Operation '{action}' is not allowed on VM '{vm.name}' since the VM is marked for "
+                           "deletion. You can only retry the Delete operation (or wait for an ongoing one to "
+                           "complete).")
+        running = self.ops.get(vm.op_id) if vm.op_id else None
+        if running is not None and running.status == "InProgress":
+            if running.kind != "action":
+                raise ArmError(409, "Conflict", f"Operation '{action}' is not allowed on VM '{vm.name}' while it "
+                                                "is being created or updated; try again later.")
+            running.status, running.ended = "Failed", _now()
+            running.error = {"code": "OperationPreempted",
+                             "message": "Operation execution has been preempted by a more recent operation."}
+            vm.power = running.power_before or vm.power
+        if action in ("restart", "powerOff") and vm.power in ("deallocated", "deallocating"):
+            raise ArmError(409, "OperationNotAllowed",
+                           f"Operation '{action}' is not allowed on VM '{vm.name}' since the VM is deallocated or "
+                           "marked to be deallocated.")
+        if action == "restart" and vm.power != "running":
+            raise ArmError(409, "OperationNotAllowed",
+                           f"Operation 'restart' is not allowed on VM '{vm.name}' since the VM is not running.")
+        before = vm.power
+        op = self._start_op("action", vm, ctx.fault if ctx.fault and ctx.fault.action in ("lro_fail", "slow")
+                            else None)
+        op.action, op.power_before = action, before
+        if before != {"start": "running", "deallocate": "deallocated"}.get(action):
+            vm.state, vm.changed = "Updating", _now()
+            vm.power = {"start": "starting", "restart": "starting", "deallocate": "deallocating",
+                        "powerOff": "stopping"}[action]
+        return 202, None, self._lro_headers(op, ctx, location=True)
+
     def _existing(self, rg: str, type_: str, name: str) -> Res:
         group = self._group(rg)
         r = self._get(self._rid(group["name"], type_, name))
@@ -1397,8 +1505,7 @@ class ArmState:
             r.top["zones"] = _check_zones(data["zones"])
         address = existing.props.get("ipAddress") if existing else None
         if address is None:
-            address = f"20.62.{self._next_public // 250}.{self._next_public % 250 + 4}"
-            self._next_public += 1
+            address = self._new_public_address()
         r.props = {"publicIPAllocationMethod": method, "publicIPAddressVersion": props.get("publicIPAddressVersion",
                                                                                            "IPv4"),
                    "idleTimeoutInMinutes": props.get("idleTimeoutInMinutes", 4), "ipTags": [], "ipAddress": address}

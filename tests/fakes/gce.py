@@ -18,7 +18,7 @@ or in-process (tests)::
     server.stop()
 
 What it implements (everything else that the discovery document knows answers
-501): instances insert/get/list/delete/aggregatedList; disks
+501): instances insert/get/list/delete/aggregatedList/stop/start/reset; disks
 get/list/aggregatedList/delete/createSnapshot; snapshots get/list/delete;
 images get/getFromFamily/list; firewalls insert/get/list/delete; networks
 get/list; machineTypes get/list; zones get/list; regions get/list;
@@ -36,7 +36,14 @@ Behaviour:
   Instances go PROVISIONING (insert running) -> STAGING (insert done) ->
   RUNNING (next read, or ``step_seconds``), and get natIP (203.0.113.0/24) and
   networkIP (10.128.0.0/20) on RUNNING. Delete: STOPPING until the delete
-  operation is DONE, then 404. Snapshots: CREATING -> UPLOADING (operation
+  operation is DONE, then 404. Stop: STOPPING until its operation is DONE,
+  then TERMINATED with the ephemeral natIP released (networkIP kept). Start:
+  PROVISIONING until DONE, then STAGING, then RUNNING with a new natIP. Reset:
+  stays RUNNING, same addresses, a new ``lastStartTimestamp``. Stop, start and
+  reset are refused (400 ``resourceNotReady``) while another operation works
+  on the instance (its insert, delete, stop, start or reset), and reset on a
+  VM that is not RUNNING; stopping a TERMINATED or starting a RUNNING VM is
+  an operation that changes nothing. Snapshots: CREATING -> UPLOADING (operation
   done) -> READY (next read); DELETING -> 404.
 * Strict: bodies and query strings are validated against the discovery
   document (``gce_schema``); names, labels, metadata, tags, references to
@@ -1286,11 +1293,12 @@ class GceFake:
         return view
 
     def _set_running(self, key: tuple[str, str, str]) -> None:
+        """RUNNING: the internal IP is the instance's for life; an ephemeral external IP is taken now."""
         inst = self.instances[key]
         inst["status"] = "RUNNING"
         inst["lastStartTimestamp"] = _now_iso()
         nic = inst["networkInterfaces"][0]
-        nic["networkIP"] = next(self._internal_ips)
+        nic.setdefault("networkIP", next(self._internal_ips))
         for ac in nic.get("accessConfigs", []):
             ac["natIP"] = next(self._nat_ips)
 
@@ -1592,6 +1600,7 @@ class GceFake:
             inst["status"] == "STOPPING"
             and pending in self.operations
             and self.operations[pending].resource["status"] != "DONE"
+            and self.operations[pending].resource["operationType"] == "delete"
         ):
             op = self.operations[pending]
             if q.get("requestId"):
@@ -1618,6 +1627,70 @@ class GceFake:
         )
         meta["pending_op"] = (p["project"], f"zones/{p['zone']}", view["name"])
         return view
+
+    # ------------------------------------------------------------------ stop, start, reset
+    def _power_op(self, p: dict, q: dict, operation_type: str, allowed: set[str], during: str | None,
+                  after: Callable[[tuple[str, str, str], dict], None]) -> dict:
+        """One stop/start/reset: refused while another operation works on the instance (as GCE does);
+        in a state where it has nothing to do, a no-op operation that ends DONE at once."""
+        replay = self._replay(p["project"], q)
+        if replay:
+            return replay
+        key, inst = self._instance(p)
+        meta = self._meta.setdefault(key, {})
+        pending = self.operations.get(meta.get("pending_op")) if meta.get("pending_op") else None
+        if pending is not None and pending.resource["status"] != "DONE":
+            raise not_ready(_partial(inst["selfLink"]))  # being created, deleted, stopped or started
+        if inst["status"] not in allowed:
+            raise not_ready(_partial(inst["selfLink"]))
+        acts = during is not None and inst["status"] != {"stop": "TERMINATED", "start": "RUNNING"}.get(operation_type)
+        if acts:
+            inst["status"] = during
+
+        def done(ok: bool) -> None:
+            if self.instances.get(key) is not inst or meta.get("pending_op") != mine or (ok and not acts):
+                return  # deleted (or being deleted) meanwhile, or nothing to do
+            if ok:
+                after(key, inst)
+            elif during is not None:
+                inst["status"] = {"STOPPING": "RUNNING", "PROVISIONING": "TERMINATED"}.get(during, inst["status"])
+
+        view = self._new_op(
+            p["project"], f"zones/{p['zone']}", operation_type, inst["selfLink"], inst["id"], done,
+            request_id=q.get("requestId"),
+        )
+        mine = meta["pending_op"] = (p["project"], f"zones/{p['zone']}", view["name"])
+        return view
+
+    def _stopped(self, key: tuple[str, str, str], inst: dict) -> None:
+        inst["status"] = "TERMINATED"
+        inst["lastStopTimestamp"] = _now_iso()
+        for ac in inst["networkInterfaces"][0].get("accessConfigs", []):
+            ac.pop("natIP", None)  # an ephemeral external IP is released on stop
+
+    def _started(self, key: tuple[str, str, str], inst: dict) -> None:
+        inst["status"] = "STAGING"
+        self._meta.setdefault(key, {})["staged_at"] = time.monotonic()
+
+    def _reset_done(self, key: tuple[str, str, str], inst: dict) -> None:
+        inst["lastStartTimestamp"] = _now_iso()  # a hard reset: same VM, same addresses, a new boot
+
+    def _instances_stop(self, p: dict, q: dict) -> dict:
+        """RUNNING -> STOPPING (operation running) -> TERMINATED; stopping a TERMINATED VM does nothing."""
+        return self._power_op(p, q, "stop", {"RUNNING", "STAGING", "TERMINATED", "SUSPENDED"}, "STOPPING",
+                              self._stopped)
+
+    def _instances_start(self, p: dict, q: dict) -> dict:
+        """TERMINATED -> PROVISIONING (operation running) -> STAGING -> RUNNING (next read) with a new
+        external IP; starting a RUNNING VM does nothing."""
+        return self._power_op(p, q, "start", {"TERMINATED", "RUNNING"}, "PROVISIONING", self._started)
+
+    def _instances_reset(self, p: dict, q: dict) -> dict:
+        """A hard reset of a RUNNING VM: it stays RUNNING and keeps its addresses; refused otherwise."""
+        def reset(key: tuple[str, str, str], inst: dict) -> None:
+            self._reset_done(key, inst)
+
+        return self._power_op(p, q, "reset", {"RUNNING"}, "RUNNING", reset)
 
     # ------------------------------------------------------------------ disks
     def _disk(self, p: dict) -> tuple[tuple[str, str, str], dict]:

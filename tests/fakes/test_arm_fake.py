@@ -592,3 +592,117 @@ def test_vm_access_extension(fake, clients):
     assert _code(err) == "ParentResourceNotFound"
     compute.virtual_machines.begin_delete(RG, "vm1").result()
     assert not [d for d in fake.dump() if "/extensions/" in d["id"]], "extensions go with their VM"
+
+
+# ---------------------------------------------------------------- VM power actions
+def _dynamic_network(nc, name="d1"):
+    """vnet + subnet and a NIC with a Basic, Dynamic public IP; returns (NIC, public IP name)."""
+    vnet = nc.virtual_networks.begin_create_or_update(RG, "vnet-eastus", {
+        "location": "eastus", "properties": {"addressSpace": {"addressPrefixes": ["10.1.0.0/16"]},
+                                             "subnets": [{"name": "s", "properties": {"addressPrefix": "10.1.0.0/24"}}]},
+    }).result()
+    pip = nc.public_ip_addresses.begin_create_or_update(RG, f"{name}-ip", {
+        "location": "eastus", "sku": {"name": "Basic"}, "properties": {"publicIPAllocationMethod": "Dynamic"}}).result()
+    nic = nc.network_interfaces.begin_create_or_update(RG, f"{name}-nic", {
+        "location": "eastus", "properties": {"ipConfigurations": [{"name": "ipconfig1", "properties": {
+            "subnet": {"id": vnet.subnets[0].id}, "publicIPAddress": {"id": pip.id}}}]}}).result()
+    return nic, f"{name}-ip"
+
+
+def _power(cc, name="vm1"):
+    view = cc.virtual_machines.instance_view(RG, name)
+    return [s.code for s in view.statuses if s.code.startswith("PowerState/")][0].split("/")[1]
+
+
+def test_deallocate_start_restart(fake, clients, http):
+    cc, nc, _ = clients
+    nic, pip_name = _dynamic_network(nc)
+    vm = cc.virtual_machines.begin_create_or_update(RG, "vm1", _vm_body(nic.id)).result()
+    static_nic = _network(nc, "s1")
+    cc.virtual_machines.begin_create_or_update(RG, "vm2", _vm_body(static_nic.id, disk_name="vm2-os")).result()
+    first_ip = nc.public_ip_addresses.get(RG, pip_name).ip_address
+    static_ip = nc.public_ip_addresses.get(RG, "s1-ip").ip_address
+    assert first_ip and _power(cc) == "running"
+
+    url = f"{vm.id}/deallocate"
+    r = http.post(url, params={"api-version": API_VM})
+    assert r.status_code == 202 and not r.content
+    assert "Azure-AsyncOperation" in r.headers and "Location" in r.headers
+    view = http.get(f"{vm.id}/instanceView", params={"api-version": API_VM}).json()
+    assert [s["code"] for s in view["statuses"]] == ["ProvisioningState/updating", "PowerState/deallocating"]
+    while http.get(r.headers["Azure-AsyncOperation"]).json()["status"] == "InProgress":
+        pass
+    assert _power(cc) == "deallocated"
+    assert nc.public_ip_addresses.get(RG, pip_name).ip_address is None, "a Dynamic IP is released"
+    cc.virtual_machines.begin_deallocate(RG, "vm2").result()
+    assert nc.public_ip_addresses.get(RG, "s1-ip").ip_address == static_ip, "a Static IP is kept"
+    cc.virtual_machines.begin_deallocate(RG, "vm1").result()  # deallocated already: nothing changes
+    with pytest.raises(HttpResponseError) as caught:
+        cc.virtual_machines.begin_restart(RG, "vm1").result()
+    assert caught.value.status_code == 409 and _code(caught) == "OperationNotAllowed"
+    with pytest.raises(HttpResponseError) as caught:
+        cc.virtual_machines.begin_power_off(RG, "vm1").result()
+    assert _code(caught) == "OperationNotAllowed"
+
+    cc.virtual_machines.begin_start(RG, "vm1").result()
+    assert _power(cc) == "running"
+    second_ip = nc.public_ip_addresses.get(RG, pip_name).ip_address
+    assert second_ip and second_ip != first_ip, "a Dynamic IP gets a new address on start"
+    boots = {d["name"]: d["_boots"] for d in fake.dump() if d["type"] == "Microsoft.Compute/virtualMachines"}
+    cc.virtual_machines.begin_start(RG, "vm1").result()  # running already: nothing changes
+    cc.virtual_machines.begin_restart(RG, "vm1").result()
+    after = {d["name"]: d["_boots"] for d in fake.dump() if d["type"] == "Microsoft.Compute/virtualMachines"}
+    assert after["vm1"] == boots["vm1"] + 1 and _power(cc) == "running"
+    assert nc.public_ip_addresses.get(RG, pip_name).ip_address == second_ip, "a restart keeps the address"
+    cc.virtual_machines.begin_power_off(RG, "vm1").result()
+    assert _power(cc) == "stopped", "powered off (still billed), not deallocated"
+    disk = [d for d in fake.dump() if d["type"] == "Microsoft.Compute/disks" and d["name"].startswith("vm1")]
+    assert disk and disk[0]["properties"]["diskState"] == "Attached", "the OS disk stays with the VM"
+
+    # an update of a deallocated VM leaves it deallocated
+    cc.virtual_machines.begin_deallocate(RG, "vm1").result()
+    body = _vm_body(nic.id)
+    body["tags"] = {"x": "1"}
+    cc.virtual_machines.begin_create_or_update(RG, "vm1", body).result()
+    assert _power(cc) == "deallocated"
+
+
+def test_power_actions_refused_while_deleting_or_creating_and_preempted(fake, clients, http):
+    cc, nc, _ = clients
+    nic = _network(nc)
+    fake.settings(lro_polls=5, lro_max_seconds=30)
+    creating = cc.virtual_machines.begin_create_or_update(RG, "vm1", _vm_body(nic.id))  # still creating
+    with pytest.raises(HttpResponseError) as caught:
+        cc.virtual_machines.begin_start(RG, "vm1")
+    assert caught.value.status_code == 409
+    fake.settings(lro_polls=1, lro_max_seconds=2)
+    creating.result()
+    slow = fake.add_fault(action="slow", method="POST", path_contains="/deallocate", polls=50, seconds=30)
+    deallocating = cc.virtual_machines.begin_deallocate(RG, "vm1")
+    started = cc.virtual_machines.begin_start(RG, "vm1")  # preempts the deallocation
+    with pytest.raises(HttpResponseError) as caught:
+        deallocating.result()
+    assert _code(caught) == "OperationPreempted"
+    started.result()
+    assert _power(cc) == "running" and slow.hits == 1
+    cc.virtual_machines.begin_delete(RG, "vm1")  # not awaited: marked for deletion
+    with pytest.raises(HttpResponseError) as caught:
+        cc.virtual_machines.begin_start(RG, "vm1")
+    assert caught.value.status_code == 409 and "marked for deletion" in caught.value.error.message
+
+
+def test_power_actions_take_faults(fake, clients):
+    cc, nc, _ = clients
+    nic = _network(nc)
+    cc.virtual_machines.begin_create_or_update(RG, "vm1", _vm_body(nic.id)).result()
+    fake.add_fault(action="error", method="POST", path_contains="/deallocate", status=429, code="TooManyRequests")
+    with pytest.raises(HttpResponseError) as caught:
+        cc.virtual_machines.begin_deallocate(RG, "vm1")
+    assert caught.value.status_code == 429 and _power(cc) == "running"
+    fake.add_fault(action="lro_fail", method="POST", path_contains="/deallocate", code="InternalExecutionError",
+                   message="An internal execution error occurred.")
+    with pytest.raises(HttpResponseError) as caught:
+        cc.virtual_machines.begin_deallocate(RG, "vm1").result()
+    assert _code(caught) == "InternalExecutionError" and _power(cc) == "running", "a failed action changes nothing"
+    cc.virtual_machines.begin_deallocate(RG, "vm1").result()
+    assert _power(cc) == "deallocated"

@@ -83,3 +83,50 @@ def test_contains_matches_our_id_through_the_aws_ids_it_learned(proxy):
         p.wait_running(InstanceRef(spec.instance_id, spec.region, cloud_id=info.cloud_id), 5)
     other = new_spec()
     p.create_instance(other)  # not ours: passes
+
+
+# --- stop, start, reboot: the proxy faults them by our id, and the provider's next try finishes the job
+
+
+def _running(p, spec):
+    info = p.create_instance(spec)
+    return InstanceRef(spec.instance_id, spec.region, cloud_id=info.cloud_id)
+
+
+STOP, START, REBOOT = ("StopInstances", "stop_instance", "stopped"), ("StartInstances", "start_instance", "running"), \
+    ("RebootInstances", "reboot_instance", "running")
+
+
+@pytest.mark.parametrize("action,verb,end,fault", [
+    (*STOP, dict(code="RequestLimitExceeded")), (*STOP, dict(code="InternalError")), (*STOP, dict(hold=3.5)),
+    (*START, dict(code="Unavailable")), (*START, dict(hold=3.5)),
+    (*REBOOT, dict(code="RequestLimitExceeded")), (*REBOOT, dict(hold=3.5)),
+], ids=["stop-throttle", "stop-5xx", "stop-timeout", "start-5xx", "start-timeout", "reboot-throttle",
+        "reboot-timeout"])
+def test_power_calls_fault_retryably_and_the_next_try_ends_in_the_state(proxy, action, verb, end, fault):
+    p = provider(proxy, max_attempts=1)
+    spec = new_spec()
+    ref = _running(p, spec)
+    if action == "StartInstances":
+        p.stop_instance(ref, 10)
+    other = new_spec()  # another instance's calls pass: the fault is aimed at ours
+    p.create_instance(other)
+    added = proxy.add_fault(action=action, contains=spec.instance_id, count=1, **fault)
+    with pytest.raises(ProviderError) as caught:
+        getattr(p, verb)(ref, 10)
+    assert caught.value.retryable, caught.value
+    assert proxy.fired(added.id) == 1
+    info = getattr(p, verb)(ref, 10)  # what the engine does next
+    assert info.state.value == end
+    assert p.get_instance(ref).state.value == end
+    if end == "running":
+        assert info.public_ip == p.get_instance(ref).public_ip
+
+
+def test_boto3_absorbs_one_throttled_stop(proxy):
+    p = provider(proxy)  # two attempts per call
+    spec = new_spec()
+    ref = _running(p, spec)
+    proxy.add_fault(action="StopInstances", code="RequestLimitExceeded", contains=spec.instance_id, count=1)
+    assert p.stop_instance(ref, 10).state.value == "stopped"
+    assert [c[1:] for c in proxy.calls if c[0] == "StopInstances"] == [(503, "error"), (200, None)]

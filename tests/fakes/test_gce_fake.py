@@ -179,8 +179,8 @@ def test_query_parameters_are_checked(http):
 
 
 def test_unimplemented_and_unknown_urls(http):
-    r = http.post(f"/zones/{ZONE}/instances/vm-1/stop")
-    assert r.status_code == 501 and "compute.instances.stop" in error_of(r)["message"]
+    r = http.post(f"/zones/{ZONE}/instances/vm-1/suspend")
+    assert r.status_code == 501 and "compute.instances.suspend" in error_of(r)["message"]
     r = http.get("/no/such/collection")
     assert r.status_code == 404
 
@@ -217,6 +217,85 @@ def test_operation_and_instance_lifecycle(http, fake):
     wait_done(http, op)
     assert http.get(f"/zones/{ZONE}/instances/vm-1").status_code == 404
     assert http.get(f"/zones/{ZONE}/disks/vm-1").status_code == 404  # autoDelete
+
+
+def _running(http, name: str = "vm-1") -> dict:
+    wait_done(http, insert(http, instance_body(name)).json())
+    http.get(f"/zones/{ZONE}/instances/{name}")  # STAGING, and RUNNING from the next read on
+    return http.get(f"/zones/{ZONE}/instances/{name}").json()
+
+
+def test_stop_start_reset_lifecycle(http, fake):
+    vm = _running(http)
+    nat, internal = vm["networkInterfaces"][0]["accessConfigs"][0]["natIP"], vm["networkInterfaces"][0]["networkIP"]
+    path = f"/zones/{ZONE}/instances/vm-1"
+
+    op = http.post(f"{path}/stop").json()
+    assert op["operationType"] == "stop" and op["status"] == "RUNNING"
+    assert fake.instances[(PROJECT, ZONE, "vm-1")]["status"] == "STOPPING"
+    assert http.post(f"{path}/start").status_code == 400, "refused while the stop runs"
+    wait_done(http, op)
+    stopped = http.get(path).json()
+    assert stopped["status"] == "TERMINATED" and "lastStopTimestamp" in stopped
+    assert "natIP" not in stopped["networkInterfaces"][0]["accessConfigs"][0], "the ephemeral IP is released"
+    assert stopped["networkInterfaces"][0]["networkIP"] == internal
+    assert http.get(f"/zones/{ZONE}/disks/vm-1").json()["users"] == [vm["selfLink"]], "the disk stays attached"
+    assert wait_done(http, http.post(f"{path}/stop").json()).get("error") is None  # stopped already: a no-op
+    r = http.post(f"{path}/reset")
+    assert r.status_code == 400 and error_of(r)["errors"][0]["reason"] == "resourceNotReady"
+
+    op = http.post(f"{path}/start").json()
+    assert op["operationType"] == "start" and http.get(path).json()["status"] == "PROVISIONING"
+    wait_done(http, op)
+    assert [http.get(path).json()["status"] for _ in range(2)] == ["STAGING", "RUNNING"]
+    started = http.get(path).json()
+    new_nat = started["networkInterfaces"][0]["accessConfigs"][0]["natIP"]
+    assert new_nat.startswith("203.0.113.") and new_nat != nat, "a new ephemeral IP on start"
+    assert started["networkInterfaces"][0]["networkIP"] == internal and started["id"] == vm["id"]
+    assert wait_done(http, http.post(f"{path}/start").json()).get("error") is None  # running already: a no-op
+    assert http.get(path).json()["networkInterfaces"][0]["accessConfigs"][0]["natIP"] == new_nat
+
+    op = http.post(f"{path}/reset").json()
+    assert op["operationType"] == "reset" and http.get(path).json()["status"] == "RUNNING"
+    wait_done(http, op)
+    reset = http.get(path).json()
+    assert reset["lastStartTimestamp"] >= started["lastStartTimestamp"]
+    assert reset["networkInterfaces"][0]["accessConfigs"][0]["natIP"] == new_nat, "a reset keeps the IP"
+
+
+def test_power_verbs_on_a_vm_being_created_or_deleted_are_refused(http, fake):
+    path = f"/zones/{ZONE}/instances/vm-1"
+    insert(http, instance_body())
+    for verb in ("stop", "start", "reset"):
+        r = http.post(f"{path}/{verb}")
+        assert r.status_code == 400 and error_of(r)["errors"][0]["reason"] == "resourceNotReady", verb
+    fake.reset()
+    _running(http)
+    stop = http.post(f"{path}/stop").json()
+    delete = http.delete(path).json()  # accepted while the stop runs; the delete wins
+    assert http.post(f"{path}/start").status_code == 400
+    wait_done(http, stop)
+    assert http.get(path).json()["status"] == "STOPPING", "the stop's end does not touch a VM being deleted"
+    wait_done(http, delete)
+    assert http.get(path).status_code == 404
+    assert http.post(f"{path}/start").status_code == 404
+
+
+def test_power_calls_take_faults(http, fake):
+    _running(http, "vm-1")
+    _running(http, "vm-2")
+    fault = fake.inject_http_error(503, 1, method="POST", path="/stop$", contains="vm-2")
+    assert http.post(f"/zones/{ZONE}/instances/vm-1/stop").status_code == 200 and fake.fired(fault) == 0
+    assert http.post(f"/zones/{ZONE}/instances/vm-2/stop").status_code == 503 and fake.fired(fault) == 1
+    fake.inject_operation_error("RATE_LIMIT_EXCEEDED", operation_type="stop", target="vm-2")
+    done = wait_done(http, http.post(f"/zones/{ZONE}/instances/vm-2/stop").json())
+    assert done["error"]["errors"][0]["code"] == "RATE_LIMIT_EXCEEDED"
+    assert http.get(f"/zones/{ZONE}/instances/vm-2").json()["status"] == "RUNNING", "a failed stop changes nothing"
+    fake.inject_slow_operation(3, operation_type="start")
+    wait_done(http, http.post(f"/zones/{ZONE}/instances/vm-2/stop").json())
+    op = http.post(f"/zones/{ZONE}/instances/vm-2/start").json()
+    statuses = [http.get(f"/zones/{ZONE}/operations/{op['name']}").json()["status"] for _ in range(4)]
+    assert statuses == ["RUNNING", "RUNNING", "RUNNING", "DONE"]
 
 
 def test_request_id_replays_the_first_operation(http, fake):

@@ -2,7 +2,7 @@
 
 A local instance is a real sshd on 127.0.0.N whose sessions have HOME on the
 instance's own disk and carry ONEBOX_DISK / ONEBOX_LOCAL_INSTANCE (see
-providers/local.py), so every role runs its "local" branch here: nothing is
+providers/local/), so every role runs its "local" branch here: nothing is
 written outside the instance's directory.
 
 The runs happen once, in the module fixture ``configured`` (ansible is slow:
@@ -471,6 +471,24 @@ def test_changed_agent_config_restarts_the_agent(configured, run_playbook):
     assert new_pid != configured.pid_after_first
     assert alive(new_pid)
     assert not alive(configured.pid_after_first)
+
+
+def test_the_agent_comes_back_after_stop_and_start(configured, provider, metrics_server):
+    """Configuration is not run again after a start: the agent starts at boot, as its unit would on a VM."""
+    instance = configured.instance
+    before = agent_pid(instance)
+    assert alive(before)
+    provider.stop_instance(instance.spec.ref, 20)
+    assert not alive(before), "stop ends the agent"
+    boot = instance.disk / "etc" / "onebox" / "boot.d" / "onebox-agent"
+    assert str(instance.disk) not in boot.read_text(), "paths relative to the disk: a snapshot's copy works too"
+    posts_before = len(metrics_server.posts)
+    provider.start_instance(instance.spec.ref, 20)
+    after = wait_for(lambda: (pid := agent_pid(instance)) != before and alive(pid) and pid, 20,
+                     "the agent started again")
+    environ = Path(f"/proc/{after}/environ").read_bytes().split(b"\0")
+    assert f"ONEBOX_LOCAL_INSTANCE={instance.spec.instance_id}".encode() in environ
+    wait_for(lambda: len(metrics_server.posts) > posts_before, 20, "a metrics POST from the restarted agent")
 
 
 def test_wrong_goofys_checksum_fails(configured):

@@ -27,7 +27,7 @@ from botocore.exceptions import (
 
 from providers.aws import AwsConfig, AwsProvider
 from providers.aws.errors import map_botocore_error, map_client_error, translate
-from providers.aws.ec2 import IMAGE_FILTERS, client_token, image_name
+from providers.aws.mapping import IMAGE_FILTERS, client_token, image_name
 from providers.base import (
     IMAGE_ALIASES,
     CapacityError,
@@ -73,8 +73,19 @@ def make_spec():
     return new_spec
 
 
+@pytest.fixture
+def disk_identity(ec2):
+    """The EBS volumes attached to the instance, as EC2 describes them (moto keeps no content)."""
+    def identity(ref):
+        volumes = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [ref.cloud_id]}])
+        return sorted((v["VolumeId"], v["Size"], v["Attachments"][0]["Device"]) for v in volumes["Volumes"])
+
+    return identity
+
+
 class TestAwsContract(ProviderContract):
     wait_timeout = WAIT
+    public_ip_kept_on_stop = False  # no Elastic IP: EC2 gives the instance a new public IP on every start
 
 
 # ---------------------------------------------------------------------------
@@ -732,3 +743,54 @@ def test_throttled_lookup_is_retryable_then_works(provider):
         provider.get_instance(spec.ref)
     assert caught.value.retryable
     assert provider.get_instance(spec.ref).instance_id == spec.instance_id
+
+
+# ---------------------------------------------------------------------------
+# stop, start, reboot
+
+
+def test_stop_start_reboot_make_the_ec2_calls_once(provider, ec2):
+    spec = new_spec()
+    created = provider.create_instance(spec)
+    ref = InstanceRef(spec.instance_id, spec.region, None, created.cloud_id)
+    calls = {op: Hook(provider, op, lambda body: None) for op in ("StopInstances", "StartInstances",
+                                                                  "RebootInstances")}
+    provider.stop_instance(ref, WAIT)
+    provider.stop_instance(ref, WAIT)
+    assert ec2.describe_instances(InstanceIds=[created.cloud_id])["Reservations"][0]["Instances"][0][
+        "State"]["Name"] == "stopped"
+    provider.reboot_instance(ref, WAIT)  # stopped: a start, not a RebootInstances
+    assert (calls["StopInstances"].calls, calls["StartInstances"].calls, calls["RebootInstances"].calls) == (1, 1, 0)
+    info = provider.reboot_instance(ref, WAIT)
+    assert calls["RebootInstances"].calls == 1
+    assert info.public_ip == ec2.describe_instances(InstanceIds=[created.cloud_id])["Reservations"][0][
+        "Instances"][0]["PublicIpAddress"]
+    provider.start_instance(ref, WAIT)
+    assert calls["StartInstances"].calls == 1, "starting a running instance makes no call"
+
+
+def test_power_verbs_on_a_terminated_instance_are_not_found(provider):
+    spec = new_spec()
+    created = provider.create_instance(spec)
+    ref = InstanceRef(spec.instance_id, spec.region, None, created.cloud_id)
+    provider.delete_instance(ref)
+    for verb in (provider.stop_instance, provider.start_instance, provider.reboot_instance):
+        with pytest.raises(NotFound):
+            verb(ref, WAIT)
+
+
+def test_a_stop_that_times_out_is_retryable(provider, monkeypatch):
+    spec = new_spec()
+    created = provider.create_instance(spec)
+    ref = InstanceRef(spec.instance_id, spec.region, None, created.cloud_id)
+    real = provider._describe_id
+
+    def still_stopping(client, cloud_id):  # a slow stop: EC2 keeps saying "stopping"
+        return {**real(client, cloud_id), "State": {"Name": "stopping", "Code": 64}}
+
+    monkeypatch.setattr(provider, "_describe_id", still_stopping)
+    with pytest.raises(ProviderError) as caught:
+        provider.stop_instance(ref, 0.3)
+    assert caught.value.retryable and caught.value.code == "timeout"
+    monkeypatch.undo()
+    assert provider.stop_instance(ref, WAIT).state == InstanceState.STOPPED

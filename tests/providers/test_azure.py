@@ -6,7 +6,9 @@ import uuid
 
 import pytest
 
-from providers.azure import AzureConfig, AzureProvider, map_code, map_error, resource_names, snapshot_name
+from providers.azure import AzureConfig, AzureProvider
+from providers.azure.errors import map_code, map_error
+from providers.azure.mapping import resource_names, snapshot_name
 from providers.base import (
     INSTANCE_ID_TAG,
     MANAGED_BY_TAG,
@@ -67,8 +69,21 @@ def make_spec():
     return make
 
 
+@pytest.fixture
+def disk_identity(fake):
+    """The VM's OS disk as the fake holds it: id, unique id, size, and its guest state (who may log in)."""
+    def identity(ref):
+        [vm] = [d for d in fake.dump() if d["id"].lower() == ref.cloud_id.lower()]
+        disk_id = vm["properties"]["storageProfile"]["osDisk"]["managedDisk"]["id"].lower()
+        [disk] = [d for d in fake.dump() if d["id"].lower() == disk_id]
+        return disk["id"], disk["properties"]["uniqueId"], disk["properties"]["diskSizeGB"], disk.get("_guest")
+
+    return identity
+
+
 class TestAzureContract(ProviderContract):
     wait_timeout = 10.0
+    public_ip_kept_on_stop = True  # onebox's public IP is a Standard, static one: it survives a deallocation
 
 
 def _mine(fake: ArmFake, instance_id: str) -> list[dict]:
@@ -485,16 +500,16 @@ def test_labels_become_tags_without_overriding_ours(fake, provider, make_spec):
 def test_error_codes_and_message_from_nested_arm_errors():
     from types import SimpleNamespace as NS
 
-    from providers.azure import _error_codes
+    from providers.azure.errors import error_codes
 
     ref = NS(error=NS(code="InvalidResourceReference", message="Resource S referenced by resource N was not found.",
                       details=[NS(code="NotFound", message="Resource S not found.", details=None)]))
-    codes, message = _error_codes(ref)
+    codes, message = error_codes(ref)
     assert codes == ["InvalidResourceReference", "NotFound"] and message.startswith("Resource S referenced")
     assert type(map_code(codes[0], message, status=400, codes=codes)) is InvalidRequest
     wrapped = NS(error=NS(code="DeploymentFailed", message="At least one resource deployment operation failed.",
                           details=[NS(code="AllocationFailed", message="No capacity.", details=None)]))
-    codes, message = _error_codes(wrapped)
+    codes, message = error_codes(wrapped)
     assert message == "No capacity."
     assert type(map_code(codes[0], message, codes=codes)) is CapacityError
 
@@ -547,3 +562,64 @@ def test_default_credential_is_azure_identity(fake):
     p._sdk()
     assert type(p._credential).__name__ == "DefaultAzureCredential"
     p.close()
+
+
+# ---------------------------------------------------------------- stop, start, reboot
+def _running(provider, make_spec):
+    spec = make_spec()
+    provider.create_instance(spec)
+    info = provider.wait_running(spec.ref, 10)
+    return InstanceRef(spec.instance_id, spec.region, info.zone, info.cloud_id), info
+
+
+def _power_calls(fake) -> list[str]:
+    return [path.rsplit("/", 1)[1].lower() for method, path, status in fake.requests
+            if method == "POST" and status == 202 and "/virtualmachines/" in path.lower()]
+
+
+def test_stop_deallocates_and_reboot_restarts(fake, provider, make_spec):
+    ref, _ = _running(provider, make_spec)
+    stopped = provider.stop_instance(ref, 10)
+    assert stopped.extra["power_state"] == "deallocated", "stop ends compute billing: deallocate, not power off"
+    provider.stop_instance(ref, 10)
+    provider.reboot_instance(ref, 10)  # deallocated: a start
+    provider.start_instance(ref, 10)  # running: nothing to do
+    boots = next(d["_boots"] for d in fake.dump() if d["id"].lower() == ref.cloud_id.lower())
+    provider.reboot_instance(ref, 10)
+    assert next(d["_boots"] for d in fake.dump() if d["id"].lower() == ref.cloud_id.lower()) == boots + 1
+    assert _power_calls(fake) == ["deallocate", "start", "restart"]
+
+
+@pytest.mark.parametrize("verb,action,fault", [
+    ("stop_instance", "deallocate", dict(action="error", status=429, code="TooManyRequests", retry_after=0)),
+    ("stop_instance", "deallocate", dict(action="error", status=500, code="InternalServerError")),
+    ("stop_instance", "deallocate", dict(action="lro_fail", code="InternalExecutionError")),
+    ("start_instance", "start", dict(action="error", status=503, code="ServiceUnavailable")),
+    ("start_instance", "start", dict(action="hold", seconds=2.5)),
+    ("reboot_instance", "restart", dict(action="lro_fail", code="OperationPreempted")),
+])
+def test_a_faulted_power_call_is_retryable_and_the_next_try_ends_in_the_state(fake, make_spec, verb, action, fault):
+    provider = _provider(fake, request_timeout=1.5)
+    ref, _ = _running(provider, make_spec)
+    if action == "start":
+        provider.stop_instance(ref, 10)
+    name = resource_names(ref.instance_id).vm
+    added = fake.add_fault(method="POST", path_contains=f"/{name}/{action}", times=1, **fault)
+    with pytest.raises(ProviderError) as caught:
+        getattr(provider, verb)(ref, 10)
+    assert caught.value.retryable, caught.value
+    assert added.hits == 1
+    info = getattr(provider, verb)(ref, 10)  # the engine's next try
+    want = InstanceState.STOPPED if action == "deallocate" else InstanceState.RUNNING
+    assert info.state == want and provider.get_instance(ref).state == want
+    provider.close()
+
+
+def test_start_of_a_vm_being_deleted_is_not_found(fake, provider, make_spec):
+    ref, _ = _running(provider, make_spec)
+    provider.stop_instance(ref, 10)
+    fake.settings(lro_polls=50, lro_max_seconds=30)
+    # someone else's delete, still running
+    provider._compute.virtual_machines.begin_delete(provider.config.resource_group, resource_names(ref.instance_id).vm)
+    with pytest.raises(NotFound):
+        provider.start_instance(ref, 10)

@@ -21,7 +21,8 @@ from providers.base import (
     SnapshotSpec,
     SnapshotState,
 )
-from providers.gcp import GcpConfig, GcpProvider, gce_name, label_value
+from providers.gcp import GcpConfig, GcpProvider
+from providers.gcp.mapping import gce_name, label_value
 from tests.fakes.gce import GceFake
 from tests.providers.contract import ProviderContract
 
@@ -82,8 +83,20 @@ def make_spec():
     return make
 
 
+@pytest.fixture
+def disk_identity(gce):
+    """The boot disk as the fake holds it: its self link, numeric id, size and source (GCE's disk id is unique)."""
+    def identity(ref):
+        [vm] = [v for v in gce.state()["instances"] if v["selfLink"].endswith(ref.cloud_id)]
+        [disk] = [d for d in gce.state()["disks"] if d["selfLink"] == vm["disks"][0]["source"]]
+        return disk["selfLink"], disk["id"], disk["sizeGb"], disk.get("sourceImageId")
+
+    return identity
+
+
 class TestGcpContract(ProviderContract):
     wait_timeout = 10.0
+    public_ip_kept_on_stop = False  # an ephemeral external IP is released on stop, a new one given on start
 
 
 def _ours(gce: GceFake, instance_id: str | None = None) -> list[dict]:
@@ -515,9 +528,9 @@ def _http_error(status: int, reason: str, message: str = "boom"):
     ],
 )
 def test_api_errors_map_to_typed_errors(status, reason, message, cls, retryable):
-    from providers.gcp import _map_error
+    from providers.gcp.errors import map_error
 
-    err = _map_error(_http_error(status, reason, message), "create VM")
+    err = map_error(_http_error(status, reason, message), "create VM")
     assert type(err) is cls and err.retryable is retryable
     assert str(err) == f"create VM: {message}"  # the API's message, without method and URL
 
@@ -536,16 +549,16 @@ def test_api_errors_map_to_typed_errors(status, reason, message, cls, retryable)
 def test_operation_errors_map_to_typed_errors(code, http_status, cls, retryable):
     from google.cloud import compute_v1
 
-    from providers.gcp import _operation_error
+    from providers.gcp.errors import operation_error
 
     op = compute_v1.Operation(
         status="DONE",
         error=compute_v1.Error(errors=[compute_v1.Errors(code=code, message="why")]),
         http_error_status_code=http_status,
     )
-    err = _operation_error(op, "create VM")
+    err = operation_error(op, "create VM")
     assert type(err) is cls and err.retryable is retryable and str(err) == "create VM: why"
-    assert _operation_error(compute_v1.Operation(status="DONE"), "x") is None
+    assert operation_error(compute_v1.Operation(status="DONE"), "x") is None
 
 
 def test_names_and_label_values_follow_gce_rules():
@@ -560,3 +573,77 @@ def test_names_and_label_values_follow_gce_rules():
     assert label_value("i-abc") == "i-abc"
     assert gce_name("onebox", "I-ABC") != gce_name("onebox", "i-abc")
     assert label_value("I-ABC") != label_value("i-abc")
+
+
+# ------------------------------------------------------------------ stop, start, reboot
+
+
+def _running(provider, make_spec):
+    spec = make_spec()
+    provider.create_instance(spec)
+    info = provider.wait_running(spec.ref, 10)
+    return InstanceRef(spec.instance_id, spec.region, info.zone, info.cloud_id), info
+
+
+def test_stop_start_reboot_run_one_operation_each(provider, make_spec, gce):
+    ref, _ = _running(provider, make_spec)
+    provider.stop_instance(ref, 10)
+    provider.stop_instance(ref, 10)
+    provider.reboot_instance(ref, 10)  # stopped: a start
+    provider.start_instance(ref, 10)  # running: nothing to do
+    provider.reboot_instance(ref, 10)
+    counts = {v: gce.count_calls(f"compute.instances.{v}") for v in ("stop", "start", "reset")}
+    assert counts == {"stop": 1, "start": 1, "reset": 1}
+
+
+@pytest.mark.parametrize("verb,call,fault", [
+    ("stop_instance", "stop", {"http": 503}), ("stop_instance", "stop", {"http": 429}),
+    ("stop_instance", "stop", {"operation": "RATE_LIMIT_EXCEEDED"}), ("stop_instance", "stop", {"hold": 1.5}),
+    ("start_instance", "start", {"http": 503}), ("start_instance", "start", {"operation": "INTERNAL_ERROR"}),
+    ("start_instance", "start", {"hold": 1.5}),
+    ("reboot_instance", "reset", {"http": 503}), ("reboot_instance", "reset", {"hold": 1.5}),
+])
+def test_a_faulted_power_call_is_retryable_and_the_next_try_ends_in_the_state(make_provider, make_spec, gce,
+                                                                               verb, call, fault):
+    provider = make_provider(api_retries=1, request_timeout=1.0)
+    ref, before = _running(provider, make_spec)
+    if call == "start":
+        provider.stop_instance(ref, 10)
+    name = before.extra["name"]
+    if "http" in fault:
+        handle = gce.inject_http_error(fault["http"], 2, method="POST", path=f"/{call}$", contains=name)
+    elif "hold" in fault:
+        handle = gce.inject_hold(fault["hold"], 2, method="POST", path=f"/{call}$", contains=name)
+    else:
+        handle = gce.inject_operation_error(fault["operation"], operation_type=call, target=name)
+    with pytest.raises(ProviderError) as caught:
+        getattr(provider, verb)(ref, 10)
+    assert caught.value.retryable, caught.value
+    assert gce.fired(handle) >= 1
+    gce.clear_faults()
+    info = getattr(provider, verb)(ref, 10)  # the engine's next try
+    want = InstanceState.STOPPED if call == "stop" else InstanceState.RUNNING
+    assert info.state == want and provider.get_instance(ref).state == want
+    if want == InstanceState.RUNNING:
+        assert info.public_ip and info.public_ip == provider.get_instance(ref).public_ip
+
+
+def test_start_waits_for_a_stop_in_progress(provider, make_spec, gce, gce_server):
+    ref, _ = _running(provider, make_spec)
+    gce.inject_slow_operation(4, operation_type="stop")
+    import httpx
+
+    name = provider.get_instance(ref).extra["name"]
+    url = f"{gce_server.url}/compute/v1/projects/{PROJECT}/zones/{ref.zone}/instances/{name}/stop"
+    assert httpx.post(url).json()["status"] == "RUNNING"  # someone else's stop, still running
+    info = provider.start_instance(ref, 10)
+    assert info.state == InstanceState.RUNNING
+    assert gce.count_calls("compute.instances.start") == 1
+
+
+def test_power_verbs_on_a_deleted_vm_are_not_found(provider, make_spec):
+    ref, _ = _running(provider, make_spec)
+    provider.delete_instance(ref)
+    for verb in (provider.stop_instance, provider.start_instance, provider.reboot_instance):
+        with pytest.raises(NotFound):
+            verb(ref, 10)

@@ -11,7 +11,7 @@ from app.clock import utcnow
 from app.ids import id_created_at, new_id
 from app.worker.reaper import Reaper
 from providers.base import InstanceRef, InstanceSpec
-from providers.local import LOCAL_MACHINE_TYPE, LOCAL_REGION
+from providers.local.mapping import LOCAL_MACHINE_TYPE, LOCAL_REGION
 from tests.api.helpers import instance_body, wait_status
 from tests.conftest import make_settings
 from tests.e2e.cloud_support import running_onebox

@@ -1,4 +1,4 @@
-"""GCP provider: one Compute Engine VM per onebox instance, through google-cloud-compute (REST).
+"""``GcpProvider``: one Compute Engine VM per onebox instance, through google-cloud-compute (REST).
 
 How the contract in ``providers.base`` maps onto Compute Engine:
 
@@ -33,12 +33,7 @@ How the contract in ``providers.base`` maps onto Compute Engine:
   per network (tcp:22 from ``ssh_cidr``) that onebox creates on first use.
   Firewall rules have no labels in Compute v1, so the rule says it is onebox's
   in its description.
-* **Errors** go through ``_map_error`` / ``_operation_error``: 429, 5xx,
-  ``rateLimitExceeded``/``backendError`` reasons and transport errors are
-  retryable ``ProviderError``; ``ZONE_RESOURCE_POOL_EXHAUSTED*`` ->
-  ``CapacityError``; ``QUOTA_EXCEEDED``/``quotaExceeded`` -> ``QuotaError``;
-  404 -> ``NotFound`` (or ``InvalidRequest`` when a *referenced* resource is
-  missing); 400 -> ``InvalidRequest``; 401/403 -> permanent ``ProviderError``.
+* **Errors** go through ``errors.map_error`` / ``errors.operation_error`` (see there).
 * **Retries.** Every single API call is retried here on retryable errors, up to
   ``GcpConfig.api_retries`` more times with jittered exponential backoff
   (honouring ``Retry-After``); that is safe because inserts carry a requestId and
@@ -51,18 +46,15 @@ The google libraries are imported lazily so onebox starts without them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
 import re
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
-from providers import prices
 from providers.base import (
     IMAGE_ALIASES,
     INSTANCE_ID_TAG,
@@ -70,18 +62,15 @@ from providers.base import (
     MANAGED_BY_VALUE,
     OWNER_TAG,
     SNAPSHOT_ID_TAG,
-    CapacityError,
     Catalog,
     InstanceInfo,
     InstanceRef,
     InstanceSpec,
     InstanceState,
     InvalidRequest,
-    MachineType,
     ManagedResource,
     NotFound,
     ProviderError,
-    QuotaError,
     Region,
     SnapshotInfo,
     SnapshotRef,
@@ -89,282 +78,35 @@ from providers.base import (
     SnapshotState,
     managed_tags,
 )
+from providers.gcp.config import GcpConfig
+from providers.gcp.errors import is_conflict, map_error, operation_error
+from providers.gcp.mapping import (
+    DEAD_STATES,
+    DISK_PATH_RE,
+    IMAGE_FAMILIES,
+    INSTANCE_PATH_RE,
+    NATIVE_IMAGE_PATTERN,
+    NATIVE_IMAGE_RE,
+    SNAPSHOT_PATH_RE,
+    SNAPSHOT_STATUS_MAP,
+    STATUS_MAP,
+    gce_name,
+    json_description,
+    label_value,
+    labels_for,
+    last_segment,
+    machine_type_of,
+    path_of,
+    region_of,
+    request_id,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# GCE instance status -> onebox state. GCE's TERMINATED is a *stopped* VM that still exists.
-_STATUS_MAP: dict[str, InstanceState] = {
-    "PROVISIONING": InstanceState.PENDING,
-    "STAGING": InstanceState.PENDING,
-    "PENDING": InstanceState.PENDING,
-    "REPAIRING": InstanceState.PENDING,
-    "RUNNING": InstanceState.RUNNING,
-    "STOPPING": InstanceState.STOPPING,
-    "PENDING_STOP": InstanceState.STOPPING,
-    "SUSPENDING": InstanceState.STOPPING,
-    "DEPROVISIONING": InstanceState.STOPPING,
-    "STOPPED": InstanceState.STOPPED,
-    "SUSPENDED": InstanceState.STOPPED,
-    "TERMINATED": InstanceState.STOPPED,
-}
-# States a VM being created never leaves on its own.
-_DEAD_STATES = {InstanceState.STOPPED, InstanceState.TERMINATED}
-
-_SNAPSHOT_STATUS_MAP: dict[str, SnapshotState] = {
-    "CREATING": SnapshotState.CREATING,
-    "UPLOADING": SnapshotState.CREATING,
-    "READY": SnapshotState.AVAILABLE,
-    "FAILED": SnapshotState.FAILED,
-    "DELETING": SnapshotState.DELETING,
-}
-
-# Portable aliases -> (image project, family); resolved with images.getFromFamily.
-IMAGE_FAMILIES: dict[str, tuple[str, str]] = {
-    "ubuntu-22.04": ("ubuntu-os-cloud", "ubuntu-2204-lts"),
-    "ubuntu-24.04": ("ubuntu-os-cloud", "ubuntu-2404-lts-amd64"),
-    "debian-12": ("debian-cloud", "debian-12"),
-}
-assert set(IMAGE_FAMILIES) == set(IMAGE_ALIASES)
-
-_PROJECT = r"(?:[-a-z0-9.]+:)?[a-z][-a-z0-9]{4,28}[a-z0-9]"
-_GCE_NAME = r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?"
-# Native image ids a user may give: projects/<p>/global/images/<name> or …/images/family/<family>.
-NATIVE_IMAGE_PATTERN = rf"^projects/{_PROJECT}/global/images/(?:family/)?{_GCE_NAME}$"
-_NATIVE_IMAGE_RE = re.compile(
-    rf"^(?:https://(?:www|compute)\.googleapis\.com/compute/v1/)?"
-    rf"projects/(?P<project>{_PROJECT})/global/images/(?:family/(?P<family>{_GCE_NAME})|(?P<name>{_GCE_NAME}))$"
-)
-_NAME_RE = re.compile(rf"{_GCE_NAME}\Z")
-_LABEL_KEY_RE = re.compile(r"[a-z][a-z0-9_-]{0,62}\Z")
-_LABEL_VALUE_RE = re.compile(r"[a-z0-9_-]{0,63}\Z")
-_SELF_LINK_RE = re.compile(r"^(?:https?://[^/]+/compute/v1/)?(?P<path>projects/.+)$")
-_INSTANCE_PATH_RE = re.compile(r"^projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)$")
-_SNAPSHOT_PATH_RE = re.compile(r"^projects/(?P<project>[^/]+)/global/snapshots/(?P<name>[^/]+)$")
-_DISK_PATH_RE = re.compile(r"^projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)/disks/(?P<name>[^/]+)$")
-_REQUEST_NS = uuid.UUID("3f1c7d4e-8a59-5b0e-9c61-0b7e2a4f9d13")
 _MAX_REQUEST_ID_HOPS = 8
-_RETRYABLE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "backendError", "internalError", "resourceNotReady"}
-_RETRYABLE_OP_CODES = {
-    "RATE_LIMIT_EXCEEDED",
-    "RESOURCE_OPERATION_RATE_EXCEEDED",
-    "INTERNAL_ERROR",
-    "UNAVAILABLE",
-    "RESOURCE_NOT_READY",
-    "OPERATION_CANCELED_BY_USER",
-}
 _SCOPE = "https://www.googleapis.com/auth/cloud-platform"
-
-
-@dataclass(frozen=True)
-class GcpConfig:
-    """Where and how onebox uses Compute Engine."""
-
-    project: str
-    zones: tuple[str, ...] = ()  # zones offered; empty -> every zone of `regions`
-    regions: tuple[str, ...] = ()  # used when `zones` is empty; both empty -> every zone the project sees
-    machine_types: tuple[str, ...] = ()  # machine types offered; empty -> all the zones list
-    api_endpoint: str | None = None  # None = the real API; "http://127.0.0.1:8089" = the local fake
-    network: str = "global/networks/default"
-    ssh_cidr: str = "0.0.0.0/0"
-    network_tag: str = "onebox-ssh"
-    default_image: str = "ubuntu-24.04"  # alias or native id, used when a spec names none
-    disk_type: str | None = None  # e.g. "pd-balanced"; None = the API default (pd-standard)
-    name_prefix: str = "onebox"  # VM/snapshot/firewall names start with it
-    wait_timeout: float = 600.0  # bound on one create/delete/snapshot wait
-    poll_interval: float = 2.0  # between status reads
-    request_timeout: float = 60.0  # one HTTP call
-    api_retries: int = 4  # extra attempts per call on retryable errors
-    retry_base_delay: float = 0.5  # first backoff, doubled per attempt (jittered)
-    retry_max_delay: float = 20.0
-    catalog_ttl: float = 3600.0
-
-
-# --------------------------------------------------------------------------------------
-# naming
-
-
-def _digest(text: str, n: int) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:n]
-
-
-def _slug(text: str, n: int) -> str:
-    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", text.lower()))[:n].strip("-")
-
-
-def gce_name(prefix: str, ident: str) -> str:
-    """A valid GCE resource name for ``ident``, stable and unique per ident."""
-    name = f"{prefix}-{ident}"
-    if _NAME_RE.match(name):
-        return name
-    slug = _slug(ident, 40)
-    return f"{prefix}-{slug}-{_digest(ident, 10)}" if slug else f"{prefix}-{_digest(ident, 16)}"
-
-
-def label_value(value: str) -> str:
-    """``value`` if GCE accepts it as a label value, else a slug plus a hash (exact for lookups)."""
-    if _LABEL_VALUE_RE.match(value):
-        return value
-    slug = re.sub(r"[^a-z0-9_-]+", "_", value.lower())[:50].strip("_")
-    return f"{slug}-{_digest(value, 12)}" if slug else _digest(value, 16)
-
-
-def _user_labels(labels: dict[str, str] | Any) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in dict(labels or {}).items():
-        k = re.sub(r"[^a-z0-9_-]", "_", str(key).lower())[:63]
-        if not k or not k[0].isalpha():
-            k = ("l" + k)[:63]
-        if not _LABEL_KEY_RE.match(k) or k == MANAGED_BY_TAG or k.startswith("onebox-"):
-            continue
-        out[k] = re.sub(r"[^a-z0-9_-]", "_", str(value).lower())[:63]
-    return out
-
-
-def _labels(tags: dict[str, str], user: dict[str, str] | None = None) -> dict[str, str]:
-    managed = {k: label_value(v) for k, v in tags.items()}
-    extra = _user_labels(user) if user else {}
-    room = 64 - len(managed)
-    return {**dict(list(extra.items())[:room]), **managed}
-
-
-def _request_id(*parts: str) -> str:
-    return str(uuid.uuid5(_REQUEST_NS, "\x1f".join(parts)))
-
-
-def _path(link: str) -> str:
-    """'https://www.googleapis.com/compute/v1/projects/p/…' -> 'projects/p/…'."""
-    m = _SELF_LINK_RE.match(link or "")
-    return m.group("path") if m else link
-
-
-def _last(link: str) -> str:
-    return (link or "").rstrip("/").rsplit("/", 1)[-1]
-
-
-def region_of(zone: str) -> str:
-    return zone.rsplit("-", 1)[0]
-
-
-def _api_message(exc: Any) -> str:
-    for err in getattr(exc, "errors", None) or ():
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-    message = str(getattr(exc, "message", "") or exc)
-    # api_core prefixes "<METHOD> <url>: "; the URL says nothing useful to a user.
-    return re.sub(r"^[A-Z]+ \S+: ", "", message)
-
-
-def _retry_after(exc: Any) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    value = headers.get("Retry-After") if hasattr(headers, "get") else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _map_error(exc: BaseException, what: str, *, missing: type[ProviderError] = NotFound) -> ProviderError:
-    """One place that turns google-api-core / transport exceptions into onebox errors.
-
-    ``missing`` is the class for a 404: ``NotFound`` when the call's target is
-    gone, ``InvalidRequest`` when a resource the request *refers to* is.
-    """
-    if isinstance(exc, ProviderError):
-        return exc
-    from google.api_core import exceptions as gexc
-
-    if isinstance(exc, gexc.GoogleAPICallError):
-        status = exc.code if isinstance(exc.code, int) else None
-        reasons = {e.get("reason") for e in (exc.errors or ()) if isinstance(e, dict)}
-        if exc.reason:
-            reasons.add(exc.reason)
-        message = _api_message(exc)
-        text = f"{what}: {message}"
-        if "ZONE_RESOURCE_POOL_EXHAUSTED" in message or "insufficientCapacity" in reasons:
-            return CapacityError(text)
-        if "quotaExceeded" in reasons or "QUOTA_EXCEEDED" in message:
-            return QuotaError(text)
-        if status == 501:
-            return ProviderError(text, retryable=False)
-        if (
-            reasons & _RETRYABLE_REASONS
-            or status == 429
-            or (status is not None and status >= 500)
-            or isinstance(exc, (gexc.TooManyRequests, gexc.ServerError, gexc.DeadlineExceeded))
-        ):
-            return ProviderError(text, retryable=True, retry_after=_retry_after(exc))
-        if status == 404:
-            return missing(text)
-        if status == 400:
-            return InvalidRequest(text)
-        if status in (401, 403):
-            return ProviderError(text, code="permission_denied")
-        if status == 409:
-            return ProviderError(text, code="conflict")
-        return ProviderError(text)
-    if isinstance(exc, gexc.RetryError):
-        return ProviderError(f"{what}: {exc}", retryable=True)
-    try:
-        import requests
-
-        if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
-            return ProviderError(f"{what}: Compute Engine API unreachable ({type(exc).__name__})", retryable=True)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from google.auth import exceptions as aexc
-
-        if isinstance(exc, aexc.RefreshError):
-            return ProviderError(f"{what}: GCP credentials were refused", code="permission_denied")
-        if isinstance(exc, aexc.TransportError):
-            return ProviderError(f"{what}: cannot reach Google's auth service", retryable=True)
-        if isinstance(exc, aexc.DefaultCredentialsError):
-            return ProviderError(f"{what}: no GCP credentials configured", code="permission_denied")
-    except ImportError:  # pragma: no cover
-        pass
-    raise exc
-
-
-def _operation_error(op: Any, what: str, *, missing: type[ProviderError] = NotFound) -> ProviderError | None:
-    """The typed error a finished operation reports, or None when it succeeded."""
-    errors = list(op.error.errors) if op.error and op.error.errors else []
-    status = int(op.http_error_status_code or 0)
-    if not errors and status < 400:
-        return None
-    codes = [e.code for e in errors]
-    message = "; ".join(e.message or e.code for e in errors) or (op.http_error_message or f"HTTP {status}")
-    text = f"{what}: {message}"
-    if any(c.startswith("ZONE_RESOURCE_POOL_EXHAUSTED") or c == "RESOURCE_POOL_EXHAUSTED" for c in codes):
-        return CapacityError(text)
-    if any(c == "QUOTA_EXCEEDED" or c.endswith("_QUOTA_EXCEEDED") for c in codes):
-        return QuotaError(text)
-    if set(codes) & _RETRYABLE_OP_CODES or status == 429 or status >= 500:
-        return ProviderError(text, retryable=True)
-    if "RESOURCE_NOT_FOUND" in codes or status == 404:
-        return missing(text)
-    if "RESOURCE_ALREADY_EXISTS" in codes or status == 409:
-        return ProviderError(text, code="conflict")
-    if status in (401, 403):
-        return ProviderError(text, code="permission_denied")
-    if status == 400 or any(c.startswith("INVALID") or c == "BAD_REQUEST" for c in codes):
-        return InvalidRequest(text)
-    return ProviderError(text)
-
-
-def _is_conflict(err: ProviderError) -> bool:
-    return err.code == "conflict"
-
-
-def _machine_type(mt: Any) -> MachineType:
-    """One GCE machine type; accelerator-optimized types (a2, g2, a3) name their GPUs."""
-    accelerators = list(getattr(mt, "accelerators", None) or [])
-    gpu_count = sum(int(a.guest_accelerator_count or 0) for a in accelerators)
-    gpu_type = prices.gcp_accelerator_name(accelerators[0].guest_accelerator_type) if accelerators else None
-    return MachineType(mt.name, int(mt.guest_cpus), round(mt.memory_mb / 1024, 3), gpu_count=gpu_count,
-                       gpu_type=gpu_type, hourly_usd=prices.hourly_usd("gcp", mt.name))
 
 
 @dataclass
@@ -414,8 +156,8 @@ class GcpProvider:
         while True:
             try:
                 return fn(retry=None, timeout=timeout or cfg.request_timeout)
-            except Exception as exc:  # noqa: BLE001 - mapped or re-raised by _map_error
-                err = _map_error(exc, what, missing=missing)
+            except Exception as exc:  # noqa: BLE001 - mapped or re-raised by map_error
+                err = map_error(exc, what, missing=missing)
                 if not err.retryable or attempt >= cfg.api_retries:
                     raise err from exc
                 delay = min(cfg.retry_max_delay, cfg.retry_base_delay * (2**attempt)) * random.uniform(0.5, 1.0)
@@ -440,7 +182,7 @@ class GcpProvider:
     def _wait_operation(self, op: Any, what: str, deadline: float, *, missing: type[ProviderError] = NotFound) -> Any:
         """Block until the operation is DONE; raise the typed error it ended with."""
         DONE = self._c.Operation.Status.DONE
-        zone = _last(op.zone) if op.zone else None
+        zone = last_segment(op.zone) if op.zone else None
         while op.status != DONE:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -473,7 +215,7 @@ class GcpProvider:
                 raise ProviderError(f"{what}: operation {name} is no longer known to the API", retryable=True) from None
             if op.status != DONE:
                 self._sleep(deadline)
-        err = _operation_error(op, what, missing=missing)
+        err = operation_error(op, what, missing=missing)
         if err:
             raise err
         return op
@@ -502,21 +244,21 @@ class GcpProvider:
             try:
                 op = self._call(what, lambda rid=rid, **kw: send(rid, **kw), missing=missing)
             except ProviderError as err:
-                if _is_conflict(err):
+                if is_conflict(err):
                     return
                 raise
             if op.status == self._c.Operation.Status.DONE:
-                last_error = _operation_error(op, what, missing=missing)
+                last_error = operation_error(op, what, missing=missing)
                 if last_error is None and exists():
                     return
-                if last_error is not None and _is_conflict(last_error):
+                if last_error is not None and is_conflict(last_error):
                     return
-                rid = _request_id(rid, str(op.id or op.name))
+                rid = request_id(rid, str(op.id or op.name))
                 continue
             try:
                 self._wait_operation(op, what, deadline, missing=missing)
             except ProviderError as err:
-                if _is_conflict(err):
+                if is_conflict(err):
                     return
                 raise
             return
@@ -546,11 +288,11 @@ class GcpProvider:
                 except (NotFound, InvalidRequest) as err:
                     log.warning("gcp: configured zone %s skipped: %s", zone, err)
                     continue
-                zone_region[z.name] = _last(z.region) or region_of(z.name)
+                zone_region[z.name] = last_segment(z.region) or region_of(z.name)
         else:
             zones = self._call("list zones", lambda **kw: list(self._zones.list(project=project, **kw)))
             for z in zones:
-                region = _last(z.region) or region_of(z.name)
+                region = last_segment(z.region) or region_of(z.name)
                 if z.status in ("", "UP") and (not cfg.regions or region in cfg.regions):
                     zone_region[z.name] = region
         if not zone_region:
@@ -564,7 +306,7 @@ class GcpProvider:
                 lambda zone=zone, **kw: list(self._machine_types.list(project=project, zone=zone, **kw)),
             )
             offered = {
-                mt.name: _machine_type(mt)
+                mt.name: machine_type_of(mt)
                 for mt in types
                 if not wanted or mt.name in wanted
             }
@@ -622,7 +364,7 @@ class GcpProvider:
             out = []
             for scope, scoped in client.aggregated_list(request=request_cls(project=project, filter=filter_), **kw):
                 for item in getattr(scoped, attr):
-                    out.append((_last(scope), item))
+                    out.append((last_segment(scope), item))
             return out
 
         return self._call(what, run)
@@ -646,7 +388,7 @@ class GcpProvider:
         """(zone, Instance) of the VM behind ref; NotFound when there is none."""
         name = self._vm_name(ref.instance_id)
         if ref.cloud_id:
-            m = _INSTANCE_PATH_RE.match(_path(ref.cloud_id))
+            m = INSTANCE_PATH_RE.match(path_of(ref.cloud_id))
             if m:
                 vm = self._get_vm(m["zone"], m["name"])
                 if vm is not None:
@@ -668,13 +410,13 @@ class GcpProvider:
             public = next((ac.nat_i_p for ac in nic.access_configs if ac.nat_i_p), None)
         return InstanceInfo(
             instance_id=instance_id,
-            cloud_id=_path(vm.self_link) or f"projects/{self.config.project}/zones/{zone}/instances/{vm.name}",
-            state=_STATUS_MAP.get(vm.status, InstanceState.UNKNOWN),
+            cloud_id=path_of(vm.self_link) or f"projects/{self.config.project}/zones/{zone}/instances/{vm.name}",
+            state=STATUS_MAP.get(vm.status, InstanceState.UNKNOWN),
             region=region_of(zone),
             zone=zone,
             public_ip=public or None,
             private_ip=(nic.network_i_p or None) if nic is not None else None,
-            extra={"name": vm.name, "status": vm.status, "machine_type": _last(vm.machine_type)},
+            extra={"name": vm.name, "status": vm.status, "machine_type": last_segment(vm.machine_type)},
         )
 
     # ------------------------------------------------------------------ instances
@@ -700,7 +442,7 @@ class GcpProvider:
 
         self._insert_once(
             f"create VM {name}",
-            _request_id("instances.insert", project, zone, spec.instance_id),
+            request_id("instances.insert", project, zone, spec.instance_id),
             send,
             lambda: self._get_vm(zone, name) is not None,
             deadline,
@@ -717,7 +459,7 @@ class GcpProvider:
         if spec.snapshot is not None:
             snap_name = self._snapshot_name(spec.snapshot.snapshot_id)
             if spec.snapshot.cloud_id:
-                m = _SNAPSHOT_PATH_RE.match(_path(spec.snapshot.cloud_id))
+                m = SNAPSHOT_PATH_RE.match(path_of(spec.snapshot.cloud_id))
                 if not m:
                     raise InvalidRequest(f"{spec.snapshot.cloud_id!r} is not a GCE snapshot path")
                 project, snap_name = m["project"], m["name"]
@@ -730,7 +472,7 @@ class GcpProvider:
                 raise ProviderError(
                     f"snapshot {snap_name} is {snap.status.lower()}, not ready", retryable=snap.status != "FAILED"
                 )
-            return "source_snapshot", _path(snap.self_link), int(snap.disk_size_gb or 0)
+            return "source_snapshot", path_of(snap.self_link), int(snap.disk_size_gb or 0)
         image = spec.image or self.config.default_image
         if image in IMAGE_FAMILIES:
             img_project, family = IMAGE_FAMILIES[image]
@@ -740,7 +482,7 @@ class GcpProvider:
                 missing=InvalidRequest,
             )
         else:
-            m = _NATIVE_IMAGE_RE.match(image)
+            m = NATIVE_IMAGE_RE.match(image)
             if not m:
                 raise InvalidRequest(
                     f"image {image!r} is neither one of {', '.join(IMAGE_ALIASES)} nor a GCE image "
@@ -758,7 +500,7 @@ class GcpProvider:
                     lambda **kw: self._images.get(project=m["project"], image=m["name"], **kw),
                     missing=InvalidRequest,
                 )
-        return "source_image", _path(img.self_link), int(img.disk_size_gb or 0)
+        return "source_image", path_of(img.self_link), int(img.disk_size_gb or 0)
 
     def _instance_body(self, spec: InstanceSpec, zone: str, name: str, source: tuple[str, str, int]) -> Any:
         c = self._c
@@ -771,7 +513,7 @@ class GcpProvider:
         if not key or "\n" in key or not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", spec.ssh_user):
             raise InvalidRequest("ssh_user must be a plain POSIX user name and ssh_public_key one OpenSSH key line")
         tags = managed_tags(spec.instance_id, spec.owner)
-        labels = _labels(tags, dict(spec.labels))
+        labels = labels_for(tags, dict(spec.labels))
         params = c.AttachedDiskInitializeParams(
             disk_name=name,
             disk_size_gb=spec.disk_gb,
@@ -809,7 +551,7 @@ class GcpProvider:
         with self._lock:
             if network in self._firewall_ready:
                 return
-        name = gce_name(f"{cfg.name_prefix}-allow-ssh", f"{_last(network)}-{cfg.network_tag}")
+        name = gce_name(f"{cfg.name_prefix}-allow-ssh", f"{last_segment(network)}-{cfg.network_tag}")
         project = cfg.project
         if (
             self._get_or_none(
@@ -834,7 +576,7 @@ class GcpProvider:
 
             self._insert_once(
                 f"create firewall rule {name}",
-                _request_id("firewalls.insert", project, name),
+                request_id("firewalls.insert", project, name),
                 send,
                 lambda: (
                     self._get_or_none(
@@ -856,7 +598,7 @@ class GcpProvider:
             info = self._info(ref.instance_id, zone, vm)
             if info.state == InstanceState.RUNNING and info.public_ip:
                 return info
-            if info.state in _DEAD_STATES:
+            if info.state in DEAD_STATES:
                 raise ProviderError(
                     f"VM {vm.name} is {vm.status.lower()} and will not start by itself", retryable=False
                 )
@@ -877,7 +619,7 @@ class GcpProvider:
             (zone, vm.name): vm for zone, vm in self._instances_by_label(ref.instance_id)
         }
         zone_hint = ref.zone
-        if ref.cloud_id and (m := _INSTANCE_PATH_RE.match(_path(ref.cloud_id))):
+        if ref.cloud_id and (m := INSTANCE_PATH_RE.match(path_of(ref.cloud_id))):
             zone_hint = m["zone"]
             if (m["zone"], m["name"]) not in targets and (vm := self._get_vm(m["zone"], m["name"])) is not None:
                 targets[(m["zone"], m["name"])] = vm
@@ -895,7 +637,7 @@ class GcpProvider:
             project=project,
             zone=zone,
             instance=name,
-            request_id=_request_id("instances.delete", project, zone, name, vm_id),
+            request_id=request_id("instances.delete", project, zone, name, vm_id),
         )
         try:
             op = self._call(what, lambda **kw: self._instances.delete_unary(request=request, **kw))
@@ -929,7 +671,7 @@ class GcpProvider:
                 project=project,
                 zone=zone,
                 disk=disk.name,
-                request_id=_request_id("disks.delete", project, zone, disk.name, str(disk.id)),
+                request_id=request_id("disks.delete", project, zone, disk.name, str(disk.id)),
             )
             try:
                 op = self._call(what, lambda request=request, **kw: self._disks.delete_unary(request=request, **kw))
@@ -942,12 +684,81 @@ class GcpProvider:
                 deadline,
             )
 
+    # ------------------------------------------------------------------ power
+    def _power(self, ref: InstanceRef, timeout: float, what: str,
+               decide: Callable[[str, bool], tuple[str | None, bool]]) -> InstanceInfo:
+        """Drive the VM with stop/start/reset operations until ``decide`` says it is done.
+
+        ``decide(status, acted)`` looks at the VM's status as just read and answers
+        (the operation to run now or None, done?). Each operation is awaited and the
+        VM read again, so a call repeated after a crash picks up where GCE is. No
+        requestId: these operations are safe to repeat, and a derived id would
+        make GCE answer a later stop with an earlier one's operation.
+        """
+        deadline = time.monotonic() + timeout
+        zone, vm = self._locate(ref)
+        project, acted = self.config.project, False
+        verbs = {"stop": self._instances.stop_unary, "start": self._instances.start_unary,
+                 "reset": self._instances.reset_unary}
+        while True:
+            operation, done = decide(vm.status, acted)
+            if done:
+                return self._info(ref.instance_id, zone, vm)
+            if operation is not None:
+                call = verbs[operation]
+                name = vm.name
+                op = self._call(f"{operation} VM {name}",
+                                lambda **kw: call(project=project, zone=zone, instance=name, **kw))
+                self._wait_operation(op, f"{operation} VM {name}", deadline)
+                log.info("gcp: %s VM %s for %s", operation, name, ref.instance_id)
+                acted = True
+            elif time.monotonic() >= deadline:
+                raise ProviderError(f"{what}: VM {vm.name} still {vm.status.lower()} after {timeout:.0f}s",
+                                    retryable=True, code="timeout")
+            else:
+                self._sleep(deadline)
+            vm = self._get_vm(zone, vm.name)
+            if vm is None:
+                raise NotFound(f"instance {ref.instance_id} was deleted; there is nothing to {what}")
+
+    def stop_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        def decide(status: str, acted: bool) -> tuple[str | None, bool]:
+            if STATUS_MAP.get(status) == InstanceState.STOPPED:  # TERMINATED: stopped, disks kept
+                return None, True
+            return ("stop" if status == "RUNNING" else None), False  # else let it settle first
+
+        return self._power(ref, timeout, "stop", decide)
+
+    def start_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        def decide(status: str, acted: bool) -> tuple[str | None, bool]:
+            if status == "RUNNING":
+                return None, True
+            return ("start" if status == "TERMINATED" else None), False
+
+        deadline = time.monotonic() + timeout
+        info = self._power(ref, timeout, "start", decide)
+        if info.public_ip:
+            return info
+        return self.wait_running(ref, max(0.0, deadline - time.monotonic()))  # its new ephemeral IP
+
+    def reboot_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        def decide(status: str, acted: bool) -> tuple[str | None, bool]:
+            if status == "RUNNING":
+                return (None, True) if acted else ("reset", False)
+            return ("start" if status == "TERMINATED" else None), False  # a start is a fresh boot too
+
+        deadline = time.monotonic() + timeout
+        info = self._power(ref, timeout, "reboot", decide)
+        if info.public_ip:
+            return info
+        return self.wait_running(ref, max(0.0, deadline - time.monotonic()))
+
     # ------------------------------------------------------------------ snapshots
     def _snapshot_info(self, snapshot_id: str, region: str, snap: Any) -> SnapshotInfo:
-        state = _SNAPSHOT_STATUS_MAP.get(snap.status, SnapshotState.CREATING)
+        state = SNAPSHOT_STATUS_MAP.get(snap.status, SnapshotState.CREATING)
         return SnapshotInfo(
             snapshot_id=snapshot_id,
-            cloud_id=_path(snap.self_link),
+            cloud_id=path_of(snap.self_link),
             state=state,
             region=region,
             message="the snapshot failed on GCP" if state == SnapshotState.FAILED else None,
@@ -955,7 +766,7 @@ class GcpProvider:
 
     def _snapshot_location(self, ref: SnapshotRef) -> tuple[str, str]:
         if ref.cloud_id:
-            m = _SNAPSHOT_PATH_RE.match(_path(ref.cloud_id))
+            m = SNAPSHOT_PATH_RE.match(path_of(ref.cloud_id))
             if m:
                 return m["project"], m["name"]
         return self.config.project, self._snapshot_name(ref.snapshot_id)
@@ -970,7 +781,7 @@ class GcpProvider:
         if snap is None:
             zone, vm = self._locate(spec.instance)
             boot = next((d for d in vm.disks if d.boot), None)
-            m = _DISK_PATH_RE.match(_path(boot.source)) if boot is not None else None
+            m = DISK_PATH_RE.match(path_of(boot.source)) if boot is not None else None
             if m is None:
                 raise ProviderError(f"VM {vm.name} has no boot disk to snapshot")
             disk_zone, disk_name = m["zone"], m["name"]
@@ -980,7 +791,7 @@ class GcpProvider:
                 INSTANCE_ID_TAG: spec.instance.instance_id,
                 OWNER_TAG: spec.owner,
             }
-            labels = _labels(tags)
+            labels = labels_for(tags)
             labels["onebox-region"] = label_value(region)
             body = self._c.Snapshot(
                 name=name,
@@ -1003,7 +814,7 @@ class GcpProvider:
 
             self._insert_once(
                 f"snapshot disk {disk_name}",
-                _request_id("disks.createSnapshot", project, spec.snapshot_id),
+                request_id("disks.createSnapshot", project, spec.snapshot_id),
                 send,
                 lambda: self._get_or_none(f"read snapshot {name}", get) is not None,
                 deadline,
@@ -1047,7 +858,7 @@ class GcpProvider:
             return
         if snap.status != "DELETING":
             request = self._c.DeleteSnapshotRequest(
-                project=project, snapshot=name, request_id=_request_id("snapshots.delete", project, name, str(snap.id))
+                project=project, snapshot=name, request_id=request_id("snapshots.delete", project, name, str(snap.id))
             )
             try:
                 op = self._call(what, lambda **kw: self._snapshots.delete_unary(request=request, **kw))
@@ -1069,20 +880,20 @@ class GcpProvider:
             out.append(
                 ManagedResource(
                     kind="instance",
-                    cloud_id=_path(vm.self_link),
+                    cloud_id=path_of(vm.self_link),
                     region=region_of(zone),
                     instance_id=original or vm.labels.get(INSTANCE_ID_TAG),
-                    state=str(_STATUS_MAP.get(vm.status, InstanceState.UNKNOWN)),
+                    state=str(STATUS_MAP.get(vm.status, InstanceState.UNKNOWN)),
                 )
             )
         for zone, disk in self._aggregated(
             self._disks, self._c.AggregatedListDisksRequest, managed, "list disks", "disks"
         ):
-            meta = _json_description(disk.description)
+            meta = json_description(disk.description)
             out.append(
                 ManagedResource(
                     kind="disk",
-                    cloud_id=_path(disk.self_link),
+                    cloud_id=path_of(disk.self_link),
                     region=region_of(zone),
                     instance_id=meta.get(INSTANCE_ID_TAG) or disk.labels.get(INSTANCE_ID_TAG),
                     state=(disk.status or "").lower() or None,
@@ -1092,26 +903,16 @@ class GcpProvider:
         request = self._c.ListSnapshotsRequest(project=project, filter=managed)
         snaps = self._call("list snapshots", lambda **kw: list(self._snapshots.list(request=request, **kw)))
         for snap in snaps:
-            meta = _json_description(snap.description)
+            meta = json_description(snap.description)
             out.append(
                 ManagedResource(
                     kind="snapshot",
-                    cloud_id=_path(snap.self_link),
+                    cloud_id=path_of(snap.self_link),
                     region=snap.labels.get("onebox-region") or "global",
                     instance_id=meta.get(INSTANCE_ID_TAG) or snap.labels.get(INSTANCE_ID_TAG),
                     snapshot_id=meta.get(SNAPSHOT_ID_TAG) or snap.labels.get(SNAPSHOT_ID_TAG),
-                    state=str(_SNAPSHOT_STATUS_MAP.get(snap.status, SnapshotState.CREATING)),
+                    state=str(SNAPSHOT_STATUS_MAP.get(snap.status, SnapshotState.CREATING)),
                 )
             )
         return out
 
-
-def _json_description(text: str | None) -> dict[str, str]:
-    try:
-        data = json.loads(text or "")
-    except ValueError:
-        return {}
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-
-__all__ = ["GcpConfig", "GcpProvider", "IMAGE_FAMILIES", "NATIVE_IMAGE_PATTERN", "gce_name", "label_value"]

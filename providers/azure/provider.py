@@ -1,4 +1,4 @@
-"""Azure provider: one onebox instance is one Linux VM and the few ARM resources it needs.
+"""``AzureProvider``: one onebox instance is one Linux VM and the few ARM resources it needs.
 
 Built on azure-mgmt-compute, azure-mgmt-network, azure-mgmt-resource and
 azure-identity (all imported lazily, so onebox runs without them when Azure is
@@ -54,15 +54,42 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterator
 
 from providers import prices
+from providers.azure.config import AzureConfig
+from providers.azure.errors import map_code, map_error
+from providers.azure.mapping import (
+    ACCESS_EXTENSION,
+    AZURE_RESERVED_USERS,
+    AZURE_SSH_KEY_TYPES,
+    DELETE_ORDER,
+    DISK_TYPE,
+    KINDS,
+    MIN_OS_DISK_GB,
+    NATIVE_IMAGE_PATTERN,
+    NIC_TYPE,
+    NSG_TYPE,
+    PIP_TYPE,
+    SHARED_TAG,
+    SNAPSHOT_STATUS_MAP,
+    SNAPSHOT_TYPE,
+    STATUS_MAP,
+    VM_TYPE,
+    Names,
+    check_login,
+    computer_name,
+    image_reference,
+    login_keys,
+    parse_id,
+    plain,
+    resource_names,
+    restriction_values,
+    snapshot_name,
+)
 from providers.base import (
     IMAGE_ALIASES,
     INSTANCE_ID_TAG,
@@ -70,7 +97,6 @@ from providers.base import (
     MANAGED_BY_VALUE,
     OWNER_TAG,
     SNAPSHOT_ID_TAG,
-    CapacityError,
     Catalog,
     InstanceInfo,
     InstanceRef,
@@ -81,7 +107,6 @@ from providers.base import (
     ManagedResource,
     NotFound,
     ProviderError,
-    QuotaError,
     Region,
     SnapshotInfo,
     SnapshotRef,
@@ -90,114 +115,8 @@ from providers.base import (
     managed_tags,
 )
 
+
 log = logging.getLogger(__name__)
-
-ARM_SCOPE = "https://management.azure.com/.default"
-SHARED_TAG = "onebox-shared"
-
-# Marketplace URNs (publisher:offer:sku:version) for the portable aliases.
-IMAGE_URNS: dict[str, str] = {
-    "ubuntu-22.04": "Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest",
-    "ubuntu-24.04": "Canonical:ubuntu-24_04-lts:server:latest",
-    "debian-12": "Debian:debian-12:12-gen2:latest",
-}
-NATIVE_IMAGE_PATTERN = r"^[A-Za-z0-9][\w.-]*:[\w.-]+:[\w.-]+:[\w.-]+$"
-MIN_OS_DISK_GB = 30  # the marketplace Linux images' OS disk; Azure refuses smaller
-AZURE_SSH_KEY_TYPES = ("ssh-rsa", "ssh-ed25519")  # osProfile refuses ECDSA keys
-# Admin user names Azure refuses for Linux VMs ("The Admin Username specified is not allowed").
-AZURE_RESERVED_USERS = frozenset(
-    "administrator admin user user1 test user2 test1 user3 admin1 1 123 a actuser adm admin2 aspnet backup "
-    "console david guest john owner root server sql support support_388945a0 sys test2 test3 user4 user5".split()
-)
-
-VM_TYPE = "microsoft.compute/virtualmachines"
-DISK_TYPE = "microsoft.compute/disks"
-SNAPSHOT_TYPE = "microsoft.compute/snapshots"
-NIC_TYPE = "microsoft.network/networkinterfaces"
-PIP_TYPE = "microsoft.network/publicipaddresses"
-NSG_TYPE = "microsoft.network/networksecuritygroups"
-VNET_TYPE = "microsoft.network/virtualnetworks"
-ACCESS_EXTENSION = "onebox-access"  # VMAccessForLinux, to authorize keys on VMs started from a snapshot
-
-_KINDS = {VM_TYPE: "instance", DISK_TYPE: "disk", SNAPSHOT_TYPE: "snapshot", NIC_TYPE: "nic",
-          PIP_TYPE: "public-ip", NSG_TYPE: "security-group", VNET_TYPE: "network"}
-_DELETE_ORDER = {VM_TYPE: 0, NIC_TYPE: 1, PIP_TYPE: 2, NSG_TYPE: 2, DISK_TYPE: 3, SNAPSHOT_TYPE: 4}
-
-# Instance-view status codes (lower-cased) -> InstanceState. A failed or deleting
-# provisioning state wins over the power state; otherwise the power state decides.
-_STATUS_MAP: dict[str, InstanceState] = {
-    "powerstate/starting": InstanceState.PENDING,
-    "powerstate/running": InstanceState.RUNNING,
-    "powerstate/stopping": InstanceState.STOPPING,
-    "powerstate/stopped": InstanceState.STOPPED,
-    "powerstate/deallocating": InstanceState.STOPPING,
-    "powerstate/deallocated": InstanceState.STOPPED,
-    "powerstate/unknown": InstanceState.UNKNOWN,
-    "provisioningstate/creating": InstanceState.PENDING,
-    "provisioningstate/updating": InstanceState.PENDING,
-    "provisioningstate/succeeded": InstanceState.PENDING,  # provisioned, no power state reported yet
-    "provisioningstate/deleting": InstanceState.STOPPING,
-    "provisioningstate/failed": InstanceState.UNKNOWN,
-}
-
-_SNAPSHOT_STATUS_MAP: dict[str, SnapshotState] = {
-    "succeeded": SnapshotState.AVAILABLE,
-    "creating": SnapshotState.CREATING,
-    "updating": SnapshotState.CREATING,
-    "failed": SnapshotState.FAILED,
-    "canceled": SnapshotState.FAILED,
-    "deleting": SnapshotState.DELETING,
-}
-
-# ARM error codes (lower-cased) by what onebox does about them.
-_THROTTLE_CODES = {"toomanyrequests", "subscriptionrequeststhrottled", "tenantrequeststhrottled"}
-_CAPACITY_CODES = {"skunotavailable", "allocationfailed", "zonalallocationfailed",
-                   "overconstrainedallocationrequest", "overconstrainedzonalallocationrequest"}
-_QUOTA_CODES = {"quotaexceeded", "publicipcountlimitreached", "subscriptionquotaexceeded"}
-_RETRYABLE_CODES = {"retryableerror", "anotheroperationinprogress", "internalservererror", "serviceunavailable",
-                    "internalexecutionerror", "gatewaytimeout", "operationpreempted", "requesttimeout",
-                    "retryablecanceled"}
-# Dependency conflicts seen while tearing down (a cascade not finished yet): try again shortly.
-_IN_USE_CODES = {"nicinuse", "publicipaddresscannotbedeleted", "inusenetworksecuritygroupcannotbedeleted",
-                 "inusesubnetcannotbedeleted", "nicreservedforanothervm", "conflict"}
-_GENERIC_CODES = {"deploymentfailed", "conflict", "badrequest", "invalidtemplatedeployment", "multipleerrorsoccurred"}
-_NOT_FOUND_CODES = {"notfound", "resourcenotfound", "resourcegroupnotfound", "parentresourcenotfound"}
-_AUTH_CODES = {"authorizationfailed", "linkedauthorizationfailed", "authenticationfailed",
-               "invalidauthenticationtoken", "invalidauthenticationtokentenant", "expiredauthenticationtoken"}
-_INVALID_CODES = {"invalidparameter", "invalidrequestformat", "invalidrequestcontent", "invalidresourcename",
-                  "invalidresourcereference", "platformimagenotfound", "badrequest", "propertychangenotallowed",
-                  "locationnotavailableforresourcetype", "invalidtagnamecharacters", "conflictinguserinput",
-                  "linkedinvalidpropertyid", "standardskupublicipaddressesmustbestatic", "invalidtemplate",
-                  "missingapiversionparameter", "invalidapiversionparameter", "invalidresourcelocation",
-                  "nicreservedforanothervm", "imagenotfound", "resizediskerror"}
-
-
-@dataclass(frozen=True)
-class AzureConfig:
-    """How onebox reaches Azure and lays out its resources."""
-
-    subscription_id: str
-    resource_group: str = "onebox"
-    locations: tuple[str, ...] = ("eastus",)  # regions onebox offers; the group lives in the first
-    base_url: str | None = None  # None: the real ARM endpoint; the fake's URL for development
-    ca_bundle: str | None = None  # PEM file to trust instead of the system CAs (the fake's CA)
-    static_token: str | None = None  # development against the fake only: a fixed bearer token, no Azure login
-    credential_scope: str = ARM_SCOPE
-    vnet_name: str = "onebox-vnet"  # one per region: "<vnet_name>-<region>"
-    subnet_name: str = "onebox-subnet"
-    vnet_address_space: str = "10.42.0.0/16"
-    subnet_prefix: str = "10.42.0.0/20"
-    ssh_cidr: str = "0.0.0.0/0"
-    os_disk_type: str = "StandardSSD_LRS"
-    default_image: str = "ubuntu-24.04"
-    machine_types: tuple[str, ...] | None = None  # limit the catalog to these sizes; None: all the API lists
-    polling_interval: float = 5.0  # seconds between LRO polls (tests: 0)
-    wait_timeout: float = 900.0  # longest wait for one long-running operation or for deletion to settle
-    request_timeout: float = 60.0  # connect and read timeout of one HTTP request
-    retry_total: int = 3  # azure-core's own retries of 429/5xx/connection errors per request
-    retry_backoff_factor: float = 0.8
-    retry_backoff_max: float = 30.0
-    catalog_ttl: float = 3600.0
 
 
 class StaticTokenCredential:
@@ -214,218 +133,6 @@ class StaticTokenCredential:
     def close(self) -> None:
         pass
 
-
-@dataclass(frozen=True)
-class _Names:
-    vm: str
-    nic: str
-    ip: str
-    nsg: str
-    osdisk: str
-
-
-def resource_names(instance_id: str) -> _Names:
-    """Deterministic ARM names for one instance (valid for every resource type used)."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", instance_id.lower()).strip("-")
-    if not slug or slug != instance_id or len(slug) > 40:
-        digest = hashlib.sha256(instance_id.encode()).hexdigest()[:10]
-        slug = f"{slug[:29].strip('-')}-{digest}" if slug else digest
-    base = f"onebox-{slug}"
-    return _Names(vm=base, nic=f"{base}-nic", ip=f"{base}-ip", nsg=f"{base}-nsg", osdisk=f"{base}-osdisk")
-
-
-def snapshot_name(snapshot_id: str) -> str:
-    slug = re.sub(r"[^a-z0-9-]+", "-", snapshot_id.lower()).strip("-")
-    if not slug or slug != snapshot_id or len(slug) > 60:
-        digest = hashlib.sha256(snapshot_id.encode()).hexdigest()[:10]
-        slug = f"{slug[:40].strip('-')}-{digest}" if slug else digest
-    return f"onebox-snap-{slug}"
-
-
-def _computer_name(spec: InstanceSpec, fallback: str) -> str:
-    host = re.sub(r"[^a-z0-9-]+", "-", spec.name.lower()).strip("-")[:63].strip("-")
-    return host or fallback
-
-
-def _login_keys(spec: InstanceSpec) -> list[str]:
-    """The user's key, then onebox's own (configuration management logs in with it), both for ssh_user."""
-    keys = [spec.ssh_public_key.strip()]
-    if spec.admin_ssh_public_key and spec.admin_ssh_public_key.strip() not in keys:
-        keys.append(spec.admin_ssh_public_key.strip())
-    return keys
-
-
-def _check_login(spec: InstanceSpec) -> None:
-    """Refuse, before anything is created, the user names and key types Azure would refuse."""
-    if spec.ssh_user.lower() in AZURE_RESERVED_USERS:
-        raise InvalidRequest(f"Azure does not allow {spec.ssh_user!r} as the VM's user name; choose another.")
-    for key in _login_keys(spec):
-        key_type = (key.split() or [""])[0]
-        if key_type not in AZURE_SSH_KEY_TYPES:
-            raise InvalidRequest(f"Azure accepts only {' and '.join(AZURE_SSH_KEY_TYPES)} SSH keys, "
-                                 f"not {key_type!r}.")
-
-
-def _image_reference(image: str) -> dict[str, str]:
-    urn = IMAGE_URNS.get(image, image)
-    if not re.match(NATIVE_IMAGE_PATTERN, urn):
-        raise InvalidRequest(f"Image {image!r} is neither one of {', '.join(IMAGE_ALIASES)} nor an Azure "
-                             "marketplace URN publisher:offer:sku:version.")
-    publisher, offer, sku, version = urn.split(":")
-    return {"publisher": publisher, "offer": offer, "sku": sku, "version": version}
-
-
-def _s(value: Any) -> str:
-    """An SDK enum or string as a plain string ('' for None)."""
-    if value is None:
-        return ""
-    return str(getattr(value, "value", value))
-
-
-def _restriction_values(restriction: Any) -> list[str]:
-    """A SKU restriction's locations/zones. New SDK models are mappings, so the field is ``values_property``."""
-    values = getattr(restriction, "values_property", None)
-    if values is None:
-        values = getattr(restriction, "values", None)
-    return list(values) if isinstance(values, (list, tuple)) else []
-
-
-def _parse_id(resource_id: str) -> tuple[str, str, str]:
-    """(resource group, lower-cased type, name) of a top-level ARM resource id."""
-    m = re.match(r"(?i)^/subscriptions/[^/]+/resourceGroups/([^/]+)/providers/([^/]+/[^/]+)/([^/]+)$",
-                 resource_id.rstrip("/"))
-    if not m:
-        raise InvalidRequest(f"{resource_id!r} is not an Azure resource id.")
-    return m.group(1), m.group(2).lower(), m.group(3)
-
-
-# ---------------------------------------------------------------- error mapping
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def _retry_after(exc: Any) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    try:
-        value = headers.get("Retry-After") or headers.get("retry-after")
-        if value:
-            return _parse_retry_after(value)
-        ms = headers.get("retry-after-ms") or headers.get("x-ms-retry-after-ms")
-        return float(ms) / 1000.0 if ms else None
-    except (AttributeError, ValueError):
-        return None
-
-
-def _error_codes(exc: Any) -> tuple[list[str], str]:
-    """All error codes in the ARM error (outer first, then details) and the message to show.
-
-    The outer message is ARM's own explanation; only when the outer code is a generic wrapper
-    (DeploymentFailed, Conflict, ...) does the first detail's message say more.
-    """
-    codes: list[str] = []
-    messages: list[tuple[str, str]] = []
-    queue = [getattr(exc, "error", None)]
-    while queue:
-        err = queue.pop(0)
-        if err is None:
-            continue
-        code = str(getattr(err, "code", None) or "")
-        if code:
-            codes.append(code)
-        if getattr(err, "message", None):
-            messages.append((code.lower(), str(err.message)))
-        queue.extend(getattr(err, "details", None) or [])
-    message = ""
-    if messages:
-        message = messages[0][1]
-        if messages[0][0] in _GENERIC_CODES and len(messages) > 1:
-            message = messages[1][1]
-    if not message:
-        message = getattr(exc, "reason", None) or str(getattr(exc, "message", "") or "") or type(exc).__name__
-    return codes, message
-
-
-def map_code(code: str | None, message: str, *, status: int | None = None, action: str | None = None,
-             retry_after: float | None = None, codes: list[str] | None = None) -> ProviderError:
-    """The typed error for an ARM error code (and HTTP status, when there was one)."""
-    all_codes = [c.lower() for c in (codes or ([code] if code else []))]
-    first = code or (codes[0] if codes else None)
-    text = f"Azure could not {action}: {message}" if action else f"Azure: {message}"
-    if first:
-        text += f" ({first})"
-    lowered = message.lower()
-
-    def has(group: set[str]) -> str | None:
-        return next((c for c in all_codes if c in group), None)
-
-    # The error code is more specific than the HTTP status (PlatformImageNotFound comes as a 404, a failed
-    # LRO's error as a 200 status poll), so codes decide first and the status only when no code is known.
-    if status == 429 or has(_THROTTLE_CODES):
-        return ProviderError(text, retryable=True, code="throttled", retry_after=retry_after)
-    if has(_CAPACITY_CODES):
-        return CapacityError(text, retry_after=retry_after)
-    if has(_QUOTA_CODES) or ("operationnotallowed" in all_codes and ("quota" in lowered or "cores" in lowered)):
-        return QuotaError(text)
-    if has(_RETRYABLE_CODES):
-        return ProviderError(text, retryable=True, retry_after=retry_after)
-    if has(_IN_USE_CODES):
-        return ProviderError(text, retryable=True, code="in_use", retry_after=retry_after)
-    if has(_INVALID_CODES):
-        return InvalidRequest(text)
-    if has(_NOT_FOUND_CODES):
-        return NotFound(text)
-    if has(_AUTH_CODES):
-        return ProviderError(text, retryable=False, code="unauthorized")
-    if status is not None and status >= 500:
-        return ProviderError(text, retryable=True, retry_after=retry_after)
-    if status == 404:
-        return NotFound(text)
-    if status in (401, 403):
-        return ProviderError(text, retryable=False, code="unauthorized")
-    if status == 400:
-        return InvalidRequest(text)
-    return ProviderError(text, retryable=False)
-
-
-def map_error(exc: BaseException, action: str | None = None) -> ProviderError:
-    """Translate an azure-core exception (HTTP error, failed LRO, transport error) to a ProviderError."""
-    if isinstance(exc, ProviderError):
-        return exc
-    from azure.core.exceptions import (
-        ClientAuthenticationError,
-        HttpResponseError,
-        ServiceRequestError,
-        ServiceResponseError,
-    )
-
-    if isinstance(exc, HttpResponseError) and getattr(exc, "response", None) is not None:
-        codes, message = _error_codes(exc)
-        status = exc.status_code
-        # A failed LRO is reported through the (200) status poll; its status code says nothing.
-        if status is not None and 200 <= status < 300:
-            status = None
-        return map_code(codes[0] if codes else None, message, status=status, action=action,
-                        retry_after=_retry_after(exc), codes=codes)
-    if isinstance(exc, ClientAuthenticationError):
-        what = f" to {action}" if action else ""
-        return ProviderError(f"Azure refused onebox's credentials{what}; check the service principal or managed "
-                             "identity configuration.", retryable=False, code="unauthorized")
-    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
-        what = f" while trying to {action}" if action else ""
-        return ProviderError(f"Azure Resource Manager could not be reached{what}.", retryable=True)
-    if isinstance(exc, HttpResponseError):
-        return ProviderError(f"Azure could not {action or 'complete the request'}: {exc.message}", retryable=False)
-    raise exc
 
 
 class AzureProvider:
@@ -517,15 +224,17 @@ class AzureProvider:
         except AzureError as exc:
             raise map_error(exc, action) from exc
 
-    def _wait(self, poller: Any, action: str, *, may_time_out: bool = False) -> Any:
-        """The LRO's result. Still running after wait_timeout: None if may_time_out, else a retryable error."""
+    def _wait(self, poller: Any, action: str, *, may_time_out: bool = False, timeout: float | None = None) -> Any:
+        """The LRO's result. Still running after ``timeout`` (default wait_timeout): None if may_time_out,
+        else a retryable error."""
+        timeout = self.config.wait_timeout if timeout is None else timeout
         with self._azure(action):
-            result = poller.result(timeout=self.config.wait_timeout)
+            result = poller.result(timeout=timeout)
             if not poller.done():
                 if may_time_out:
                     return None
-                raise ProviderError(f"Azure did not finish to {action} within {self.config.wait_timeout:.0f}s.",
-                                    retryable=True)
+                raise ProviderError(f"Azure did not finish to {action} within {timeout:.0f}s.",
+                                    retryable=True, code="timeout")
             return result
 
     def _maybe(self, fn: Callable[[], Any], action: str) -> Any:
@@ -541,7 +250,7 @@ class AzureProvider:
     def _ensure(self, get: Callable[[], Any], begin: Callable[[], Any], action: str) -> Any:
         """The resource if it exists and finished provisioning; otherwise (re-)PUT it and wait."""
         existing = self._maybe(get, action)
-        if existing is not None and _s(existing.provisioning_state).lower() == "succeeded":
+        if existing is not None and plain(existing.provisioning_state).lower() == "succeeded":
             return existing
         with self._azure(action):
             poller = begin()
@@ -571,14 +280,14 @@ class AzureProvider:
             types: dict[str, MachineType] = {}
             zones: set[str] = set()
             for sku in skus:
-                if _s(sku.resource_type).lower() != "virtualmachines" or not sku.name:
+                if plain(sku.resource_type).lower() != "virtualmachines" or not sku.name:
                     continue
                 if allowed is not None and sku.name.lower() not in allowed:
                     continue
-                if any(_s(r.type).lower() == "location" and loc in [v.lower() for v in _restriction_values(r)]
+                if any(plain(r.type).lower() == "location" and loc in [v.lower() for v in restriction_values(r)]
                        for r in (sku.restrictions or [])):
                     continue  # NotAvailableForSubscription here
-                caps = {_s(c.name): _s(c.value) for c in (sku.capabilities or [])}
+                caps = {plain(c.name): plain(c.value) for c in (sku.capabilities or [])}
                 try:
                     vcpus = int(caps.get("vCPUs", "0"))
                     memory = float(caps.get("MemoryGB", "0"))
@@ -592,7 +301,7 @@ class AzureProvider:
                                               gpu_type=prices.azure_gpu_type(sku.name, gpu_count),
                                               hourly_usd=prices.hourly_usd("azure", sku.name))
                 for info in sku.location_info or []:
-                    if _s(info.location).lower() == loc:
+                    if plain(info.location).lower() == loc:
                         zones.update(info.zones or [])
             if types:
                 regions[loc] = Region(loc, tuple(sorted(zones)), dict(sorted(types.items())))
@@ -617,7 +326,7 @@ class AzureProvider:
         vnet_name = f"{cfg.vnet_name}-{region}"
         action = f"create the virtual network {vnet_name}"
         subnet = self._maybe(lambda: net.subnets.get(self._rg, vnet_name, cfg.subnet_name), action)
-        if subnet is None or _s(subnet.provisioning_state).lower() != "succeeded":
+        if subnet is None or plain(subnet.provisioning_state).lower() != "succeeded":
             vnet = self._maybe(lambda: net.virtual_networks.get(self._rg, vnet_name), action)
             if vnet is None:
                 body = {
@@ -660,7 +369,7 @@ class AzureProvider:
         """The instance's VM: by recorded id, by deterministic name, then by tag; None if there is none."""
         if ref.cloud_id:
             try:
-                rg, _, name = _parse_id(ref.cloud_id)
+                rg, _, name = parse_id(ref.cloud_id)
             except InvalidRequest:
                 rg = name = None
             if name:
@@ -671,8 +380,8 @@ class AzureProvider:
         if vm is not None:
             return vm
         for res in self._tagged(INSTANCE_ID_TAG, ref.instance_id):
-            if _s(res.type).lower() == VM_TYPE:
-                rg, _, name = _parse_id(res.id)
+            if plain(res.type).lower() == VM_TYPE:
+                rg, _, name = parse_id(res.id)
                 return self._get_vm(name, rg, expand)
         return None
 
@@ -683,18 +392,18 @@ class AzureProvider:
         ref = InstanceRef(spec.instance_id, region, spec.zone)
         vm = self._find_vm(ref)
         if vm is not None:  # created before (maybe by a worker that died): resume, never duplicate
-            vm = self._get_vm(vm.name, _parse_id(vm.id)[0], "instanceView") or vm
+            vm = self._get_vm(vm.name, parse_id(vm.id)[0], "instanceView") or vm
             info = self._describe(vm, spec.instance_id, raise_failed=True)
             self._tag_vm_disk(vm)
             if spec.snapshot is not None:
-                if _s(vm.provisioning_state).lower() != "succeeded":
+                if plain(vm.provisioning_state).lower() != "succeeded":
                     raise ProviderError(f"Instance {spec.instance_id} is still being provisioned; its keys are "
                                         "authorized once it is.", retryable=True)
                 self._authorize_keys(vm, spec)
             return info
 
-        _check_login(spec)
-        image = None if spec.snapshot is not None else _image_reference(spec.image or self.config.default_image)
+        check_login(spec)
+        image = None if spec.snapshot is not None else image_reference(spec.image or self.config.default_image)
         tags = self._tags(spec)
         zones = [spec.zone] if spec.zone else None
         self._ensure_group()
@@ -757,12 +466,12 @@ class AzureProvider:
             }
             user = spec.ssh_user
             os_profile = {
-                "computerName": _computer_name(spec, names.vm),
+                "computerName": computer_name(spec, names.vm),
                 "adminUsername": user,
                 "linuxConfiguration": {
                     "disablePasswordAuthentication": True,
                     "ssh": {"publicKeys": [{"path": f"/home/{user}/.ssh/authorized_keys", "keyData": key}
-                                           for key in _login_keys(spec)]},
+                                           for key in login_keys(spec)]},
                     "provisionVMAgent": True,
                 },
             }
@@ -804,19 +513,19 @@ class AzureProvider:
         creates ssh_user if needed and adds each key; one run per key, as it takes one key at a time. The
         extension's forceUpdateTag records the last key applied, so a resumed create skips what was done.
         """
-        rg = _parse_id(vm.id)[0]
-        keys = _login_keys(spec)
+        rg = parse_id(vm.id)[0]
+        keys = login_keys(spec)
         tags = [hashlib.sha256(f"{spec.ssh_user}\n{key}".encode()).hexdigest()[:16] for key in keys]
         action = "authorize SSH keys on the virtual machine"
         current = self._maybe(lambda: self._compute.virtual_machine_extensions.get(rg, vm.name, ACCESS_EXTENSION),
                               action)
         done = 0
-        if current is not None and _s(current.provisioning_state).lower() == "succeeded":
-            applied = _s(current.force_update_tag)
+        if current is not None and plain(current.provisioning_state).lower() == "succeeded":
+            applied = plain(current.force_update_tag)
             done = tags.index(applied) + 1 if applied in tags else 0
         for key, tag in list(zip(keys, tags))[done:]:
             body = {
-                "location": _s(vm.location).lower(),
+                "location": plain(vm.location).lower(),
                 "properties": {
                     "publisher": "Microsoft.OSTCExtensions", "type": "VMAccessForLinux",
                     "typeHandlerVersion": "1.5", "autoUpgradeMinorVersion": True, "forceUpdateTag": tag,
@@ -847,13 +556,13 @@ class AzureProvider:
         Done once the VM is provisioned (at create, on resume and in wait_running), so a worker that died
         in between leaves no untagged disk behind for long; delete_instance finds it by name regardless.
         """
-        if _s(vm.provisioning_state).lower() != "succeeded":
+        if plain(vm.provisioning_state).lower() != "succeeded":
             return
         tags = {k: v for k, v in (vm.tags or {}).items() if k in (MANAGED_BY_TAG, INSTANCE_ID_TAG, OWNER_TAG)}
         os_disk = vm.storage_profile.os_disk if vm.storage_profile else None
         if INSTANCE_ID_TAG not in tags or os_disk is None or os_disk.managed_disk is None:
             return
-        rg, _, name = _parse_id(os_disk.managed_disk.id)
+        rg, _, name = parse_id(os_disk.managed_disk.id)
         disk = self._maybe(lambda: self._compute.disks.get(rg, name), "read the OS disk")
         if disk is None or (disk.tags or {}).get(INSTANCE_ID_TAG) == tags[INSTANCE_ID_TAG]:
             return
@@ -861,14 +570,14 @@ class AzureProvider:
             poller = self._compute.disks.begin_update(rg, name, {"tags": {**(disk.tags or {}), **tags}})
         self._wait(poller, "tag the OS disk")
 
-    def _os_disk_from_snapshot(self, spec: InstanceSpec, region: str, names: _Names, tags: dict[str, str],
+    def _os_disk_from_snapshot(self, spec: InstanceSpec, region: str, names: Names, tags: dict[str, str],
                                zones: list[str] | None, disk_gb: int) -> dict[str, Any]:
         snap = self._find_snapshot(spec.snapshot)  # type: ignore[arg-type]
         if snap is None:
             raise NotFound(f"Snapshot {spec.snapshot.snapshot_id} does not exist (any more).")  # type: ignore[union-attr]
-        if _s(snap.location).lower() != region:
+        if plain(snap.location).lower() != region:
             raise InvalidRequest(f"Snapshot {snap.name} is in {snap.location}; start the instance in that region.")
-        if _s(snap.provisioning_state).lower() != "succeeded":
+        if plain(snap.provisioning_state).lower() != "succeeded":
             raise ProviderError(f"Snapshot {snap.name} is not ready yet.", retryable=True)
         body: dict[str, Any] = {
             "location": region, "tags": tags, "sku": {"name": self.config.os_disk_type},
@@ -879,7 +588,7 @@ class AzureProvider:
             },
         }
         if snap.hyper_v_generation:
-            body["properties"]["hyperVGeneration"] = _s(snap.hyper_v_generation)
+            body["properties"]["hyperVGeneration"] = plain(snap.hyper_v_generation)
         if zones:
             body["zones"] = zones
         compute, rg = self._compute, self._rg
@@ -891,8 +600,8 @@ class AzureProvider:
 
     def _describe(self, vm: Any, instance_id: str, raise_failed: bool = False) -> InstanceInfo:
         """InstanceInfo for a VM read with $expand=instanceView (addresses read from NIC and public IP)."""
-        statuses = [_s(s.code).lower() for s in ((vm.instance_view.statuses if vm.instance_view else None) or [])]
-        provisioning = _s(vm.provisioning_state).lower()
+        statuses = [plain(s.code).lower() for s in ((vm.instance_view.statuses if vm.instance_view else None) or [])]
+        provisioning = plain(vm.provisioning_state).lower()
         prov_code = next((c for c in statuses if c.startswith("provisioningstate/")), f"provisioningstate/{provisioning}")
         power_code = next((c for c in statuses if c.startswith("powerstate/")), None)
         if prov_code.startswith("provisioningstate/failed") or provisioning == "failed":
@@ -902,27 +611,27 @@ class AzureProvider:
         elif prov_code == "provisioningstate/deleting" or provisioning == "deleting":
             state = InstanceState.STOPPING
         elif power_code is not None:
-            state = _STATUS_MAP.get(power_code, InstanceState.UNKNOWN)
+            state = STATUS_MAP.get(power_code, InstanceState.UNKNOWN)
         else:
-            state = _STATUS_MAP.get(prov_code, InstanceState.PENDING)
+            state = STATUS_MAP.get(prov_code, InstanceState.PENDING)
         private_ip = public_ip = None
         nics = (vm.network_profile.network_interfaces if vm.network_profile else None) or []
         primary = next((n for n in nics if n.primary), nics[0] if nics else None)
         if primary is not None and state not in (InstanceState.STOPPING,):
             private_ip, public_ip = self._addresses(primary.id)
-        extra = {"resource_group": _parse_id(vm.id)[0], "provisioning_state": _s(vm.provisioning_state),
-                 "vm_size": _s(vm.hardware_profile.vm_size) if vm.hardware_profile else ""}
+        extra = {"resource_group": parse_id(vm.id)[0], "provisioning_state": plain(vm.provisioning_state),
+                 "vm_size": plain(vm.hardware_profile.vm_size) if vm.hardware_profile else ""}
         if power_code:
             extra["power_state"] = power_code.split("/", 1)[1]
         zones = list(vm.zones or [])
         return InstanceInfo(
             instance_id=instance_id,
-            cloud_id=vm.id, state=state, region=_s(vm.location).lower(), zone=zones[0] if zones else None,
+            cloud_id=vm.id, state=state, region=plain(vm.location).lower(), zone=zones[0] if zones else None,
             public_ip=public_ip, private_ip=private_ip, extra=extra,
         )
 
     def _addresses(self, nic_id: str) -> tuple[str | None, str | None]:
-        rg, _, name = _parse_id(nic_id)
+        rg, _, name = parse_id(nic_id)
         nic = self._maybe(lambda: self._network.network_interfaces.get(rg, name), "read the network interface")
         if nic is None:
             return None, None
@@ -932,7 +641,7 @@ class AzureProvider:
             return None, None
         public = None
         if ipc.public_ip_address is not None and ipc.public_ip_address.id:
-            prg, _, pname = _parse_id(ipc.public_ip_address.id)
+            prg, _, pname = parse_id(ipc.public_ip_address.id)
             pip = self._maybe(lambda: self._network.public_ip_addresses.get(prg, pname), "read the public IP address")
             public = pip.ip_address if pip is not None else None
         return ipc.private_ip_address, public
@@ -941,7 +650,7 @@ class AzureProvider:
         """The typed error behind a VM whose provisioning failed, from its instance view."""
         statuses = (vm.instance_view.statuses if vm.instance_view else None) or []
         for status in statuses:
-            code = _s(status.code)
+            code = plain(status.code)
             if code.lower().startswith("provisioningstate/failed"):
                 reason = code.split("/", 2)[2] if code.count("/") >= 2 else None
                 return map_code(reason, status.message or status.display_status or "provisioning failed",
@@ -987,12 +696,12 @@ class AzureProvider:
         """Delete one resource and wait; gone already is fine."""
         from azure.core.exceptions import ResourceNotFoundError
 
-        rg, type_, name = _parse_id(resource_id)
+        rg, type_, name = parse_id(resource_id)
         delete = self._deleter(type_)
         if delete is None:
             raise ProviderError(f"Resource {resource_id} is tagged for onebox but onebox does not know how to delete "
                                 f"a {type_}; delete it by hand.", retryable=False)
-        action = f"delete {_KINDS.get(type_, type_)} {name}"
+        action = f"delete {KINDS.get(type_, type_)} {name}"
         with self._azure(action):
             try:
                 poller = delete(rg, name)
@@ -1010,7 +719,7 @@ class AzureProvider:
                 found.setdefault(resource_id.lower(), resource_id)
 
         for res in self._tagged(INSTANCE_ID_TAG, ref.instance_id):
-            type_ = _s(res.type).lower()
+            type_ = plain(res.type).lower()
             if SNAPSHOT_ID_TAG in (res.tags or {}) or type_ == SNAPSHOT_TYPE or type_.count("/") != 1:
                 continue  # snapshots outlive the instance; nested resources (extensions) go with their parent
             add(res.id)
@@ -1034,8 +743,8 @@ class AzureProvider:
                 add(res.id)
         # Public IPs hanging off our NICs belong to the instance too, even if untagged.
         for key, rid in list(found.items()):
-            if _parse_id(rid)[1] == NIC_TYPE:
-                nrg, _, nname = _parse_id(rid)
+            if parse_id(rid)[1] == NIC_TYPE:
+                nrg, _, nname = parse_id(rid)
                 nic = self._maybe(lambda: net.network_interfaces.get(nrg, nname), "read the network interface")
                 for ipc in (nic.ip_configurations if nic is not None else None) or []:
                     if ipc.public_ip_address is not None:
@@ -1052,17 +761,87 @@ class AzureProvider:
                 raise ProviderError(f"Azure still lists {len(parts)} resource(s) of instance {ref.instance_id} after "
                                     f"{self.config.wait_timeout:.0f}s: {', '.join(sorted(parts.values()))}.",
                                     retryable=True)
-            for rid in sorted(parts.values(), key=lambda i: (_DELETE_ORDER.get(_parse_id(i)[1], 9), i.lower())):
+            for rid in sorted(parts.values(), key=lambda i: (DELETE_ORDER.get(parse_id(i)[1], 9), i.lower())):
                 self._delete_id(rid)
             # Re-read everything: the VM's deleteOption cascade and ARM's listing may lag behind.
             if self.config.polling_interval:
                 time.sleep(min(self.config.polling_interval, 5.0))
 
+    # ------------------------------------------------------------ power
+    def _power(self, ref: InstanceRef, timeout: float, what: str,
+               decide: Callable[[str, bool], tuple[str | None, bool]]) -> InstanceInfo:
+        """Drive the VM with start/deallocate/restart operations until ``decide`` says it is done.
+
+        ``decide(power, acted)`` looks at the VM's power state as just read (``running``,
+        ``deallocated``, ``deallocating`` …; "" while none is reported) and answers (the operation
+        to run now or None, done?). Each operation is awaited, then the VM read again, so a call
+        repeated after a crash picks up wherever Azure is.
+        """
+        deadline = time.monotonic() + timeout
+        compute = self._compute
+        begin = {"deallocate": compute.virtual_machines.begin_deallocate,
+                 "start": compute.virtual_machines.begin_start,
+                 "restart": compute.virtual_machines.begin_restart}
+        acted = False
+        vm = self._find_vm(ref, expand="instanceView")
+        while True:
+            if vm is None or plain(vm.provisioning_state).lower() == "deleting":
+                raise NotFound(f"Instance {ref.instance_id} does not exist in Azure (any more); there is nothing "
+                               f"to {what}.")
+            info = self._describe(vm, ref.instance_id)
+            creating = plain(vm.provisioning_state).lower() == "creating"
+            operation, done = (None, False) if creating else decide(info.extra.get("power_state", ""), acted)
+            if done:
+                return info
+            rg = parse_id(vm.id)[0]
+            if operation is not None:
+                action = f"{what} the virtual machine"
+                with self._azure(action):
+                    poller = begin[operation](rg, vm.name)
+                self._wait(poller, action, timeout=max(0.0, deadline - time.monotonic()))
+                log.info("azure: %s of VM %s (%s) done", operation, vm.name, ref.instance_id)
+                acted = True
+            elif time.monotonic() >= deadline:
+                raise ProviderError(f"Instance {ref.instance_id} is still {info.state.value} after {timeout:.0f}s; "
+                                    "onebox will check again.", retryable=True, code="timeout")
+            else:
+                time.sleep(min(max(self.config.polling_interval, 0.05), max(0.0, deadline - time.monotonic())))
+            vm = self._get_vm(vm.name, rg, "instanceView")
+
+    def stop_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        """Deallocate: the compute is released and billed no more (a power-off would still be billed)."""
+        def decide(power: str, acted: bool) -> tuple[str | None, bool]:
+            if power == "deallocated":
+                return None, True
+            return ("deallocate" if power in ("running", "stopped", "starting") else None), False
+
+        return self._power(ref, timeout, "stop", decide)
+
+    def start_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        def decide(power: str, acted: bool) -> tuple[str | None, bool]:
+            if power == "running":
+                return None, True
+            return ("start" if power in ("deallocated", "stopped") else None), False
+
+        return self._running_with_address(ref, timeout, self._power(ref, timeout, "start", decide))
+
+    def reboot_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        def decide(power: str, acted: bool) -> tuple[str | None, bool]:
+            if power == "running":
+                return (None, True) if acted else ("restart", False)
+            return ("start" if power in ("deallocated", "stopped") else None), False  # a start boots it too
+
+        return self._running_with_address(ref, timeout, self._power(ref, timeout, "reboot", decide))
+
+    def _running_with_address(self, ref: InstanceRef, timeout: float, info: InstanceInfo) -> InstanceInfo:
+        """``info``, or once its public IP is known: a Dynamic one gets its new address as the VM starts."""
+        return info if info.public_ip else self.wait_running(ref, timeout)
+
     # ------------------------------------------------------------ snapshots
     def _snapshot_location(self, ref: SnapshotRef) -> tuple[str, str]:
         if ref.cloud_id:
             try:
-                rg, type_, name = _parse_id(ref.cloud_id)
+                rg, type_, name = parse_id(ref.cloud_id)
                 if type_ == SNAPSHOT_TYPE:
                     return rg, name
             except InvalidRequest:
@@ -1074,15 +853,15 @@ class AzureProvider:
         return self._maybe(lambda: self._compute.snapshots.get(rg, name), f"read snapshot {name}")
 
     def _snapshot_info(self, snap: Any, snapshot_id: str) -> SnapshotInfo:
-        state = _SNAPSHOT_STATUS_MAP.get(_s(snap.provisioning_state).lower(), SnapshotState.CREATING)
+        state = SNAPSHOT_STATUS_MAP.get(plain(snap.provisioning_state).lower(), SnapshotState.CREATING)
         return SnapshotInfo(snapshot_id=(snap.tags or {}).get(SNAPSHOT_ID_TAG, snapshot_id), cloud_id=snap.id,
-                            state=state, region=_s(snap.location).lower())
+                            state=state, region=plain(snap.location).lower())
 
     def create_snapshot(self, spec: SnapshotSpec) -> SnapshotInfo:
         name = snapshot_name(spec.snapshot_id)
         compute, rg = self._compute, self._rg
         existing = self._maybe(lambda: compute.snapshots.get(rg, name), f"read snapshot {name}")
-        if existing is not None and _s(existing.provisioning_state).lower() == "succeeded":
+        if existing is not None and plain(existing.provisioning_state).lower() == "succeeded":
             return self._snapshot_info(existing, spec.snapshot_id)
         vm = self._find_vm(spec.instance)
         if vm is None:
@@ -1093,7 +872,7 @@ class AzureProvider:
                                 retryable=False)
         self._ensure_group()
         body = {
-            "location": _s(vm.location).lower(),
+            "location": plain(vm.location).lower(),
             "tags": {MANAGED_BY_TAG: MANAGED_BY_VALUE, SNAPSHOT_ID_TAG: spec.snapshot_id,
                      INSTANCE_ID_TAG: spec.instance.instance_id, OWNER_TAG: spec.owner},
             "sku": {"name": "Standard_LRS"},
@@ -1132,10 +911,10 @@ class AzureProvider:
             instance_id, snapshot_id = tags.get(INSTANCE_ID_TAG), tags.get(SNAPSHOT_ID_TAG)
             if not instance_id and not snapshot_id:
                 continue  # shared infrastructure (the virtual network): never garbage
-            type_ = _s(res.type).lower()
+            type_ = plain(res.type).lower()
             out.append(ManagedResource(
-                kind=_KINDS.get(type_, type_), cloud_id=res.id, region=_s(res.location).lower(),
+                kind=KINDS.get(type_, type_), cloud_id=res.id, region=plain(res.location).lower(),
                 instance_id=instance_id, snapshot_id=snapshot_id,
-                state=_s(res.provisioning_state).lower() or None,
+                state=plain(res.provisioning_state).lower() or None,
             ))
         return out

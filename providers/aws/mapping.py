@@ -1,4 +1,4 @@
-"""EC2's vocabulary for the AWS provider: states, tags, names, tokens, user data.
+"""EC2's vocabulary for the AWS provider: states, tags, names, tokens.
 
 Pure data and functions, no boto3 calls: how EC2 states map to onebox states,
 which AMIs an image alias means and how onebox names what it creates (client

@@ -1,4 +1,4 @@
-"""The local provider: onebox's embedded default, a "cloud" made of this machine.
+"""``LocalProvider``: the ``providers.base.Provider`` contract on this machine.
 
 An instance is a real ``sshd`` listening on its own loopback address
 (``127.0.0.N``, port 2222 by default), with its own host key and its own
@@ -9,9 +9,10 @@ Layout under ``root`` (``.data/local`` for ``make run``)::
 
     instances/<instance-id>/
         etc/      sshd_config, host key, authorized_keys, tags.json, address, session.sh
-        disk/     the root disk; home directories live in disk/home/<ssh_user>
-        run/      sshd.pid
-        log/      sshd.log
+        disk/     the root disk; home directories live in disk/home/<ssh_user>;
+                  disk/etc/onebox/boot.d/ holds what starts with the instance (the agent)
+        run/      sshd.pid, power.lock
+        log/      sshd.log, boot.log
     snapshots/<snapshot-id>.tar.gz   an archive of one instance's disk/
     snapshots/<snapshot-id>.json     its tags
 
@@ -26,10 +27,16 @@ and present in an instance created from its snapshot.
 
 Instances outlive onebox, as VMs outlive a crashed control plane: sshd is
 started in its own session and daemonizes. Every process of an instance
-carries ``ONEBOX_LOCAL_INSTANCE=<id>`` in its environment (sshd's listener is
-known by its config path as well); that is how a
-restarted onebox finds them again (instead of starting a second sshd) and how
-``delete_instance`` finds every one of them to stop.
+carries ``ONEBOX_LOCAL_INSTANCE=<id>`` (``processes``); that is how a restarted
+onebox finds them again (instead of starting a second sshd) and how stop and
+delete find every one of them.
+
+Power: ``stop_instance`` ends every process of the instance and keeps its
+directory (disk, address, host key); ``start_instance`` starts sshd again on
+the same address and port, then runs what the instance's disk says starts at
+boot (``disk/etc/onebox/boot.d/*``, as systemd would start enabled units on a
+VM; the agent role puts the agent there), detached, without waiting for it;
+``reboot_instance`` is a stop then a start.
 """
 
 from __future__ import annotations
@@ -37,22 +44,19 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import getpass
 import json
 import os
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from providers.base import (
-    IMAGE_ALIASES,
     INSTANCE_ID_TAG,
     MANAGED_BY_TAG,
     SNAPSHOT_ID_TAG,
@@ -64,7 +68,6 @@ from providers.base import (
     MachineType,
     ManagedResource,
     NotFound,
-    ProviderError,
     Region,
     SnapshotInfo,
     SnapshotRef,
@@ -72,42 +75,18 @@ from providers.base import (
     SnapshotState,
     managed_tags,
 )
-
-MARKER_ENV = "ONEBOX_LOCAL_INSTANCE"
-LOCAL_REGION = "local"
-LOCAL_MACHINE_TYPE = "local"
-LOCAL_IMAGE = "local"
-
-
-def _find_binary(*candidates: str) -> str | None:
-    for candidate in candidates:
-        if os.path.isabs(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-        found = shutil.which(candidate, path="/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin:/usr/local/bin")
-        if found:
-            return found
-    return None
-
-
-def process_running(pid: int) -> bool:
-    """Alive and not a zombie (a killed session's process may wait a while to be reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-@dataclass(frozen=True)
-class LocalConfig:
-    root: Path  # where instances and snapshots live
-    ssh_port: int = 2222
-    address_first: int = 10  # instances get 127.0.0.<first>..127.0.0.<last>
-    address_last: int = 250
-    create_delay: float = 0.0  # pretend the cloud takes this long after starting sshd
-    os_user: str = field(default_factory=getpass.getuser)
-    sshd: str | None = None  # path; found on PATH when None
-    sftp_server: str | None = None
+from providers.local import errors
+from providers.local.config import LocalConfig
+from providers.local.mapping import (
+    BOOT_DIR,
+    IMAGES,
+    LOCAL_MACHINE_TYPE,
+    LOCAL_REGION,
+    MARKER_ENV,
+    check_id,
+    state_of,
+)
+from providers.local.processes import descendants, end_processes, find_binary, marked_pids
 
 
 class LocalProvider:
@@ -120,8 +99,8 @@ class LocalProvider:
         self.root = Path(config.root).resolve()
         self.instances_dir = self.root / "instances"
         self.snapshots_dir = self.root / "snapshots"
-        self.sshd = config.sshd or _find_binary("sshd")
-        self.sftp_server = config.sftp_server or _find_binary(
+        self.sshd = config.sshd or find_binary("sshd")
+        self.sftp_server = config.sftp_server or find_binary(
             "/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "sftp-server"
         )
 
@@ -130,19 +109,39 @@ class LocalProvider:
         machine = MachineType(LOCAL_MACHINE_TYPE, vcpus=1, memory_gb=1.0, hourly_usd=0.0)  # this machine: free
         return Catalog(
             regions={LOCAL_REGION: Region(LOCAL_REGION, (LOCAL_REGION,), {LOCAL_MACHINE_TYPE: machine})},
-            images=(LOCAL_IMAGE, *IMAGE_ALIASES),
+            images=IMAGES,
         )
 
     # --- paths and bookkeeping -------------------------------------------
     def _dir(self, instance_id: str) -> Path:
-        if not instance_id or "/" in instance_id or instance_id.startswith("."):
-            raise ProviderError(f"bad instance id {instance_id!r}")
-        return self.instances_dir / instance_id
+        try:
+            return self.instances_dir / check_id("instance", instance_id)
+        except ValueError as exc:
+            raise errors.bad_id(str(exc)) from None
+
+    def _existing(self, ref: InstanceRef) -> Path:
+        """The directory of a fully made instance; NotFound otherwise."""
+        inst = self._dir(ref.instance_id)
+        if self._address(inst) is None:
+            raise errors.instance_not_found(ref.instance_id)
+        return inst
 
     @contextlib.contextmanager
     def _lock(self):
+        """Held while instance directories are made or addresses handed out."""
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _power_lock(self, inst: Path):
+        """One start, stop or delete of an instance at a time (a stop must not race an sshd start)."""
+        (inst / "run").mkdir(parents=True, exist_ok=True)
+        with open(inst / "run" / "power.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -161,7 +160,7 @@ class LocalProvider:
             for inst in self.instances_dir.iterdir():
                 address = self._address(inst)
                 if address:
-                    used.add(address)
+                    used.add(address)  # a stopped instance keeps its address
         for n in range(self.config.address_first, self.config.address_last + 1):
             address = f"127.0.0.{n}"
             if address in used:
@@ -173,32 +172,17 @@ class LocalProvider:
                 except OSError:
                     continue  # something else (another onebox's instance?) listens there
             return address
-        raise ProviderError("no free loopback address for a new local instance", code="capacity")
+        raise errors.no_address()
 
     # --- processes -----------------------------------------------------------
     def _marked_pids(self, instance_id: str) -> list[int]:
-        """Every process of this instance: its sshd, the sessions and whatever they started.
+        """The instance's marked processes: its sshd listener and its sessions' (tests look at them)."""
+        inst = self._dir(instance_id)
+        return marked_pids(inst.name, str(inst / "etc" / "sshd_config"))
 
-        Sessions and their children carry the marker in their environment. The
-        sshd listener is matched by its config path in its command line too:
-        sshd writes its process title over its original environment.
-        """
-        needle = f"{MARKER_ENV}={instance_id}".encode()
-        config = str(self._dir(instance_id) / "etc" / "sshd_config").encode()
-        pids = []
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                    cmdline = f.read()
-                with open(f"/proc/{entry.name}/environ", "rb") as f:
-                    env = f.read().split(b"\0")
-            except OSError:
-                continue
-            if needle in env or config in cmdline:
-                pids.append(int(entry.name))
-        return pids
+    def _pids(self, inst: Path) -> list[int]:
+        """Every live process of the instance (see ``processes``)."""
+        return descendants(self._marked_pids(inst.name))
 
     def _sshd_pid(self, inst: Path) -> int | None:
         try:
@@ -272,31 +256,69 @@ class LocalProvider:
         # Written last: an instance directory without it is a half-made one to redo.
         (etc / "address").write_text(address + "\n")
 
+    def _tags(self, inst: Path) -> dict[str, str]:
+        try:
+            return json.loads((inst / "etc" / "tags.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _env(self, inst: Path) -> dict[str, str]:
+        """The environment of the instance's own processes: never onebox's own (it holds secrets)."""
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), MARKER_ENV: inst.name, "LANG": "C.UTF-8"}
+
     def _start_sshd(self, inst: Path) -> None:
         if not self.sshd:
-            raise ProviderError("sshd is not installed; install openssh-server (make does it)", code="sshd_missing")
+            raise errors.sshd_missing()
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), MARKER_ENV: inst.name, "LANG": "C.UTF-8"}
         result = subprocess.run(
             [self.sshd, "-f", str(inst / "etc" / "sshd_config"), "-E", str(inst / "log" / "sshd.log")],
-            env=env, start_new_session=True, capture_output=True, text=True, timeout=30,
+            env=self._env(inst), start_new_session=True, capture_output=True, text=True, timeout=30,
         )
         if result.returncode != 0:
             tail = ""
             with contextlib.suppress(OSError):
                 tail = (inst / "log" / "sshd.log").read_text()[-500:]
-            raise ProviderError(f"sshd did not start: {(result.stderr or tail).strip()[-500:]}", retryable=True)
+            raise errors.sshd_failed(result.stderr or tail)
+
+    def _boot(self, inst: Path) -> None:
+        """Run what the instance's disk starts at boot, detached, as systemd starts a VM's enabled units.
+
+        Each program must be safe to run again (the agent's "start" is "start unless it runs"): a
+        start repeated after a crash runs them again. They run with the instance's marker, so a
+        stop ends them and whatever they started.
+        """
+        disk = inst / "disk"
+        boot = disk.joinpath(*BOOT_DIR)
+        if not boot.is_dir():
+            return
+        user = self._tags(inst).get("ssh_user") or ""
+        home = disk / "home" / user if user else disk
+        env = {**self._env(inst), "ONEBOX_DISK": str(disk), "HOME": str(home)}
+        with open(inst / "log" / "boot.log", "ab") as log:
+            for program in sorted(boot.iterdir()):
+                if not program.is_file() or not os.access(program, os.X_OK):
+                    continue
+                log.write(f"{dt.datetime.now(dt.timezone.utc).isoformat()} starting {program.name}\n".encode())
+                log.flush()
+                try:
+                    proc = subprocess.Popen([str(program)], env=env, cwd=str(home if home.is_dir() else disk),
+                                            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                            start_new_session=True)
+                except OSError as exc:  # a broken boot program must not keep the instance from starting
+                    log.write(f"  could not start {program.name}: {exc}\n".encode())
+                    continue
+                threading.Thread(target=proc.wait, name=f"boot-{inst.name}", daemon=True).start()  # reap it
 
     def _info(self, inst: Path, state: InstanceState) -> InstanceInfo:
-        address = self._address(inst)
+        address = self._address(inst)  # kept while stopped: a local instance's address is its own
         return InstanceInfo(
             instance_id=inst.name, cloud_id=str(inst), state=state, region=LOCAL_REGION, zone=LOCAL_REGION,
             public_ip=address, private_ip=address, ssh_port=self.config.ssh_port,
             extra={"os_user": self.config.os_user},
         )
 
-    # --- the contract ------------------------------------------------------
+    # --- the contract: instances ------------------------------------------
     def create_instance(self, spec: InstanceSpec) -> InstanceInfo:
         inst = self._dir(spec.instance_id)
         with self._lock():
@@ -310,6 +332,7 @@ class LocalProvider:
                 except Exception:
                     shutil.rmtree(inst, ignore_errors=True)
                     raise
+        with self._power_lock(inst):
             if self._sshd_pid(inst) is None:
                 self._start_sshd(inst)
         if self.config.create_delay:
@@ -322,72 +345,66 @@ class LocalProvider:
         while True:
             address = self._address(inst)
             if address is None:
-                raise NotFound(f"local instance {ref.instance_id} does not exist")
+                raise errors.instance_not_found(ref.instance_id)
             if self._listening(address):
                 return self._info(inst, InstanceState.RUNNING)
             if time.monotonic() > deadline:
-                raise ProviderError(f"sshd of {ref.instance_id} did not answer within {timeout:.0f}s", retryable=True)
+                raise errors.timeout(f"sshd of {ref.instance_id} did not answer", timeout)
             time.sleep(0.1)
 
     def get_instance(self, ref: InstanceRef) -> InstanceInfo:
-        inst = self._dir(ref.instance_id)
-        if self._address(inst) is None:
-            raise NotFound(f"local instance {ref.instance_id} does not exist")
-        state = InstanceState.RUNNING if self._sshd_pid(inst) else InstanceState.STOPPED
-        return self._info(inst, state)
+        inst = self._existing(ref)
+        return self._info(inst, state_of(self._sshd_pid(inst) is not None))
 
     def delete_instance(self, ref: InstanceRef) -> None:
         inst = self._dir(ref.instance_id)
-        self._stop_processes(ref.instance_id)
-        if inst.exists():
-            shutil.rmtree(inst)
-        if inst.exists() or self._marked_pids(ref.instance_id):
-            raise ProviderError(f"local instance {ref.instance_id} is not gone yet", retryable=True)
+        if inst.is_dir():
+            with self._power_lock(inst):
+                end_processes(self._pids(inst))
+                shutil.rmtree(inst)
+        end_processes(self._pids(inst))  # anything a half-made instance started
+        if inst.exists() or self._pids(inst):
+            raise errors.not_gone(ref.instance_id)
 
-    @staticmethod
-    def _descendants(roots: list[int]) -> list[int]:
-        """roots and every process below them (sshd's per-connection processes carry no marker)."""
-        children: dict[int, list[int]] = {}
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                try:
-                    with open(f"/proc/{entry.name}/stat") as f:
-                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                except (OSError, ValueError, IndexError):
-                    continue
-                children.setdefault(ppid, []).append(int(entry.name))
-        found, todo = [], list(roots)
-        while todo:
-            pid = todo.pop()
-            if pid not in found:
-                found.append(pid)
-                todo.extend(children.get(pid, []))
-        return found
+    # --- the contract: power -------------------------------------------------
+    def stop_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        inst = self._existing(ref)
+        deadline = time.monotonic() + timeout
+        with self._power_lock(inst):
+            # Again until none is left: a process may fork while its parent is being ended.
+            while pids := self._pids(inst):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise errors.timeout(f"{len(pids)} process(es) of {ref.instance_id} did not end", timeout)
+                end_processes(pids, grace=min(3.0, remaining))
+        return self._info(inst, InstanceState.STOPPED)
 
-    def _stop_processes(self, instance_id: str, grace: float = 3.0) -> None:
-        pids = self._descendants(self._marked_pids(instance_id))
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline:
-                remaining = [p for p in pids if process_running(p)]
-                if not remaining:
-                    return
-                time.sleep(0.05)
-            pids = remaining
+    def start_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        inst = self._existing(ref)
+        deadline = time.monotonic() + timeout
+        with self._power_lock(inst):
+            if self._sshd_pid(inst) is None:
+                self._start_sshd(inst)
+            self._boot(inst)
+        return self.wait_running(ref, max(0.0, deadline - time.monotonic()))
+
+    def reboot_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        deadline = time.monotonic() + timeout
+        self.stop_instance(ref, timeout)
+        return self.start_instance(ref, max(0.0, deadline - time.monotonic()))
 
     # --- snapshots -----------------------------------------------------------
     def _snapshot_paths(self, snapshot_id: str) -> tuple[Path, Path]:
-        if not snapshot_id or "/" in snapshot_id or snapshot_id.startswith("."):
-            raise ProviderError(f"bad snapshot id {snapshot_id!r}")
+        try:
+            check_id("snapshot", snapshot_id)
+        except ValueError as exc:
+            raise errors.bad_id(str(exc)) from None
         return self.snapshots_dir / f"{snapshot_id}.tar.gz", self.snapshots_dir / f"{snapshot_id}.json"
 
     def _snapshot_info(self, snapshot_id: str) -> SnapshotInfo:
         archive, meta = self._snapshot_paths(snapshot_id)
         if not meta.exists() or not archive.exists():
-            raise NotFound(f"local snapshot {snapshot_id} does not exist")
+            raise errors.snapshot_not_found(snapshot_id)
         return SnapshotInfo(snapshot_id, str(archive), SnapshotState.AVAILABLE, LOCAL_REGION)
 
     def create_snapshot(self, spec: SnapshotSpec) -> SnapshotInfo:
@@ -395,7 +412,7 @@ class LocalProvider:
             return self._snapshot_info(spec.snapshot_id)
         disk = self._dir(spec.instance.instance_id) / "disk"
         if not disk.is_dir():
-            raise NotFound(f"local instance {spec.instance.instance_id} does not exist")
+            raise errors.instance_not_found(spec.instance.instance_id)
         archive, meta = self._snapshot_paths(spec.snapshot_id)
         self.snapshots_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.snapshots_dir, prefix=".partial-")
@@ -415,7 +432,7 @@ class LocalProvider:
     def _restore(self, ref: SnapshotRef, disk: Path) -> None:
         archive, _ = self._snapshot_paths(ref.snapshot_id)
         if not archive.exists():
-            raise NotFound(f"local snapshot {ref.snapshot_id} does not exist")
+            raise errors.snapshot_not_found(ref.snapshot_id)
         with tarfile.open(archive, "r:gz") as tar:
             tar.extractall(disk, filter="data")
 
@@ -432,13 +449,10 @@ class LocalProvider:
         found: list[ManagedResource] = []
         if self.instances_dir.exists():
             for inst in sorted(self.instances_dir.iterdir()):
-                try:
-                    tags = json.loads((inst / "etc" / "tags.json").read_text())
-                except (OSError, ValueError):
-                    tags = {MANAGED_BY_TAG: "onebox", INSTANCE_ID_TAG: inst.name}  # half-made, still ours
-                state = "running" if self._sshd_pid(inst) else "stopped"
+                tags = self._tags(inst) or {MANAGED_BY_TAG: "onebox", INSTANCE_ID_TAG: inst.name}  # half-made, ours
+                state = state_of(self._sshd_pid(inst) is not None)
                 found.append(ManagedResource("instance", str(inst), LOCAL_REGION,
-                                             instance_id=tags.get(INSTANCE_ID_TAG, inst.name), state=state))
+                                             instance_id=tags.get(INSTANCE_ID_TAG, inst.name), state=state.value))
         if self.snapshots_dir.exists():
             for meta in sorted(self.snapshots_dir.glob("*.json")):
                 with contextlib.suppress(OSError, ValueError):
