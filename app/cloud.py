@@ -102,7 +102,7 @@ class ProviderRegistry:
                 root=s.data_dir / "qemu", image_dir=s.qemu_image_dir, accel=s.qemu_accel,
                 tb_size_mb=s.qemu_tb_size_mb, ssh_port_first=s.qemu_ssh_port_first,
                 ssh_port_last=s.qemu_ssh_port_last, private_mcast=s.qemu_private_mcast,
-                private_network=s.qemu_private_network,
+                private_network=s.qemu_private_network, shutdown_grace=s.qemu_shutdown_grace_seconds,
             ))
         raise UnknownProvider(name)
 

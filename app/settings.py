@@ -195,6 +195,8 @@ class Settings(BaseSettings):
                                                                  "public_url, a loopback host replaced by 10.0.2.2")
     qemu_boot_timeout_seconds: float = Field(default=600.0, gt=0, description="how long configuration waits for a "
                                                                               "qemu VM's sshd (a TCG boot is slow)")
+    qemu_shutdown_grace_seconds: float = Field(default=60.0, ge=0, description="how long a stop waits for the guest "
+                                                                               "to power off before ending QEMU")
 
     inject_delays: dict[str, float] = Field(
         default={}, description='JSON {"step": seconds}: pause after a step\'s work, before it is recorded (kill drills)'

@@ -41,6 +41,7 @@ class PlaybookTarget:
     login: str  # the account Ansible logs in as
     private_key: Path
     known_hosts: list[str]  # the instance's host key lines, recorded on first contact
+    connect_timeout: int = 15  # seconds one SSH connection may take (a slow emulated guest needs more)
 
 
 @dataclass
@@ -118,7 +119,8 @@ def run_playbook(
         }}}}
         control_dir = Path(tempfile.mkdtemp(prefix="cp-", dir="/tmp"))  # a short path: sockets have a length limit
         ssh_args = (f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o ControlMaster=auto "
-                    f"-o ControlPersist=30s -o ServerAliveInterval=15 -o ConnectTimeout=15 -o IdentitiesOnly=yes")
+                    f"-o ControlPersist=30s -o ServerAliveInterval=15 -o ConnectTimeout={target.connect_timeout} "
+                    f"-o IdentitiesOnly=yes")
         envvars = {
             "ANSIBLE_HOST_KEY_CHECKING": "True",
             "ANSIBLE_SSH_ARGS": ssh_args,
@@ -128,7 +130,7 @@ def run_playbook(
             "ANSIBLE_NOCOLOR": "True",
             "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
             "ANSIBLE_ROLES_PATH": str(PLAYBOOK.parent / "roles"),
-            "ANSIBLE_TIMEOUT": "30",
+            "ANSIBLE_TIMEOUT": str(max(30, target.connect_timeout)),
             "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
         }
         result = PlaybookResult(status="unknown", rc=-1)

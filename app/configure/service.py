@@ -12,9 +12,10 @@ that it was skipped.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import base64
+import getpass
 import hashlib
+from dataclasses import dataclass
 
 from app.configure.ansible import PlaybookTarget, run_playbook
 from app.configure.keys import deploy_key
@@ -22,14 +23,22 @@ from app.lifecycle.engine import JobContext
 from providers.base import ProviderError
 
 KEYSCAN_TIMEOUT = 60.0
+DEFAULT_CONNECT_TIMEOUT = 15
+QEMU_CONNECT_TIMEOUT = 120
 
 
-async def scan_host_keys(host: str, port: int, timeout: float = KEYSCAN_TIMEOUT) -> list[str]:
-    """The host's public keys as known_hosts lines, retried while sshd comes up."""
+async def scan_host_keys(host: str, port: int, timeout: float = KEYSCAN_TIMEOUT,
+                         attempt_timeout: float = 5.0) -> list[str]:
+    """The host's public keys as known_hosts lines, retried while sshd comes up.
+
+    One attempt waits ``attempt_timeout`` for an answer: an attempt given up too early on a slow
+    guest leaves its sshd working on a connection nobody reads, and a stream of them keeps the
+    guest too busy ever to answer one.
+    """
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         proc = await asyncio.create_subprocess_exec(
-            "ssh-keyscan", "-p", str(port), "-T", "5", host,
+            "ssh-keyscan", "-p", str(port), "-T", str(int(attempt_timeout)), host,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         )
         out, _ = await proc.communicate()
@@ -60,10 +69,20 @@ def agent_url(settings, provider: str) -> str:
     return settings.public_url
 
 
-def ssh_wait_seconds(settings, provider: str) -> float:
-    """How long a new VM's sshd may take to answer: a qemu guest under TCG boots for minutes when the
-    machine is busy, a cloud VM's sshd is up within a minute of the VM running."""
-    return settings.qemu_boot_timeout_seconds if provider == "qemu" else KEYSCAN_TIMEOUT
+@dataclass(frozen=True)
+class SshPatience:
+    """How long to wait for a new VM's sshd: to answer at all, and in one connection."""
+
+    wait: float
+    connect: int
+
+
+def ssh_patience(settings, provider: str) -> SshPatience:
+    """A cloud VM's sshd is up within a minute of the VM running and answers at once; a qemu guest
+    under TCG boots for minutes on a busy machine, and each new connection costs it seconds."""
+    if provider == "qemu":
+        return SshPatience(settings.qemu_boot_timeout_seconds, QEMU_CONNECT_TIMEOUT)
+    return SshPatience(KEYSCAN_TIMEOUT, DEFAULT_CONNECT_TIMEOUT)
 
 
 def ssh_endpoint(settings, doc: dict) -> tuple[str, int, str]:
@@ -85,7 +104,8 @@ async def configure_instance(ctx: JobContext) -> None:
     host, port, kind = ssh_endpoint(settings, doc)
     known = doc.get("ssh_host_keys")
     if not known:
-        known = await scan_host_keys(host, port, ssh_wait_seconds(settings, doc["provider"]))
+        patience = ssh_patience(settings, doc["provider"])
+        known = await scan_host_keys(host, port, patience.wait, attempt_timeout=min(patience.connect, 60))
         await ctx.claim.update({"$set": {"ssh_host_keys": known}})
         await ctx.event("ssh.host_key", "recorded host key " + ", ".join(fingerprint(k) for k in known), "configure")
     private_key, _ = deploy_key(settings.data_dir)
@@ -114,7 +134,8 @@ async def configure_instance(ctx: JobContext) -> None:
                                  + [{k: v for k, v in b.items() if v is not None} for b in doc.get("buckets") or []],
     }
     target = PlaybookTarget(host=host, port=port, private_key=private_key, known_hosts=known,
-                            login=getpass.getuser() if kind == "local" else doc["ssh_user"])
+                            login=getpass.getuser() if kind == "local" else doc["ssh_user"],
+                            connect_timeout=ssh_patience(settings, doc["provider"]).connect)
     loop = asyncio.get_running_loop()
     pending: list = []
 

@@ -11,12 +11,13 @@ only when that panic is on the serial console within the timeout.
 
 The answer is kept in ``accel.json`` under the provider's root for the rest
 of the host's boot (keyed by ``/proc/sys/kernel/random/boot_id``, the QEMU
-binary and the kernel), so onebox's processes probe once, not on every start.
+binary and the kernel's digest), so onebox's processes probe once, not on every start.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
@@ -72,8 +73,8 @@ def _boot_id() -> str:
 
 def cached_probe(cache: Path, qemu: str, kernel: Path, **kwargs) -> Probe:
     """``probe`` for KVM, remembered in ``cache`` until the host reboots or QEMU or the kernel change."""
-    key = {"boot_id": _boot_id(), "qemu": qemu, "kernel": str(kernel),
-           "qemu_mtime": os.stat(qemu).st_mtime if os.path.exists(qemu) else 0}
+    key = {"boot_id": _boot_id(), "qemu": qemu, "qemu_mtime": os.stat(qemu).st_mtime if os.path.exists(qemu) else 0,
+           "kernel_sha256": hashlib.sha256(kernel.read_bytes()).hexdigest()}
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         saved = json.loads(cache.read_text())
         if saved["key"] == key:

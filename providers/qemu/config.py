@@ -40,7 +40,7 @@ class QemuConfig:
     build_script: Path = REPO_ROOT / "tools" / "qemu-image" / "build.sh"
     build_timeout: float = 1800.0  # a first image build downloads ~150 MB of packages
     command_timeout: float = 600.0  # qemu-img, genisoimage, copies of snapshot disks
-    stop_timeout: float = 60.0  # a guest's ACPI shutdown before its process is ended
+    shutdown_grace: float = 60.0  # how long a stop waits for the guest to power off before ending QEMU
     poll_interval: float = 0.5
 
     def __post_init__(self) -> None:

@@ -198,29 +198,36 @@ class QemuProvider:
                 pids.append(int(entry.name))
         return pids
 
+    def _recorded(self, key: str) -> set:
+        """``key`` of every instance's metadata (ports and addresses are theirs even while stopped)."""
+        if not self.instances_dir.exists():
+            return set()
+        return {(self._meta(inst) or {}).get(key) for inst in self.instances_dir.iterdir()}
+
+    def _ports_taken(self) -> set:
+        return self._recorded("ssh_port")
+
     def _allocate(self) -> tuple[int, str]:
         """A free SSH port and a free private address (called under the lock)."""
-        ports, addresses = set(), set()
-        if self.instances_dir.exists():
-            for inst in self.instances_dir.iterdir():
-                meta = self._meta(inst) or {}
-                ports.add(meta.get("ssh_port"))
-                addresses.add(meta.get("private_ip"))
+        addresses = self._recorded("private_ip")
         address = next((a for a in private_addresses(self.config.private_network) if a not in addresses), None)
         if address is None:
             raise CapacityError(f"no free address left on the private network {self.config.private_network}")
-        return self._free_port(ports), address
+        return self._free_port(self._ports_taken()), address
+
+    @staticmethod
+    def _port_free(port: int) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((PUBLIC_IP, port))
+            except OSError:
+                return False  # something else listens there
+        return True
 
     def _free_port(self, taken: set) -> int:
         for port in range(self.config.ssh_port_first, self.config.ssh_port_last + 1):
-            if port in taken:
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-                try:
-                    probe.bind((PUBLIC_IP, port))
-                except OSError:
-                    continue  # something else listens there
-            return port
+            if port not in taken and self._port_free(port):
+                return port
         raise CapacityError(f"no free port for SSH in {self.config.ssh_port_first}-{self.config.ssh_port_last}")
 
     # --- the accelerator -----------------------------------------------------
@@ -341,10 +348,17 @@ class QemuProvider:
             raise ProviderError(f"the disk layers of {inst.name} do not form one chain: {[p.name for p in tops]}")
         return tops[0]
 
-    def _launch(self, inst: Path, meta: dict[str, Any], accel: Accelerator) -> dict[str, Any]:
-        """Start the instance's QEMU process (called under the lock); returns the metadata it used."""
+    def _launch(self, inst: Path, meta: dict[str, Any], accel: Accelerator,
+                reallocate_port: bool = False) -> dict[str, Any]:
+        """Start the instance's QEMU process (called under the lock); returns the metadata it used.
+
+        ``reallocate_port``: a stopped instance's port may have been taken meanwhile; it gets a
+        free one (start returns it, and the engine records it)."""
         with contextlib.suppress(FileNotFoundError):
             (inst / QMP_SOCKET).unlink()  # a stale socket from a process that died
+        if reallocate_port and not self._port_free(meta["ssh_port"]):
+            meta = {**meta, "ssh_port": self._free_port(self._ports_taken() | {meta["ssh_port"]})}
+            _write_json(inst / META, meta)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
         for attempt in range(LAUNCH_ATTEMPTS):
             plan = LaunchPlan(
@@ -362,9 +376,7 @@ class QemuProvider:
                                stdin=subprocess.DEVNULL)
             except subprocess.CalledProcessError as exc:
                 if "host forwarding" in (exc.stderr or "") and attempt + 1 < LAUNCH_ATTEMPTS:
-                    taken = {meta["ssh_port"]} | {(self._meta(i) or {}).get("ssh_port")
-                                                  for i in self.instances_dir.iterdir()}
-                    meta = {**meta, "ssh_port": self._free_port(taken)}
+                    meta = {**meta, "ssh_port": self._free_port(self._ports_taken() | {meta["ssh_port"]})}
                     _write_json(inst / META, meta)
                     continue
                 raise command_failed("start the VM", exc) from exc
@@ -460,6 +472,69 @@ class QemuProvider:
                 if not pids:
                     return
                 time.sleep(0.05)
+
+    # --- power ---------------------------------------------------------------
+    def _existing(self, ref: InstanceRef) -> tuple[Path, dict[str, Any]]:
+        inst = self._dir(ref.instance_id)
+        meta = self._meta(inst)
+        if meta is None:
+            raise NotFound(f"qemu instance {ref.instance_id} does not exist")
+        return inst, meta
+
+    @contextlib.contextmanager
+    def _power_lock(self, inst: Path):
+        """One power verb at a time per instance (across processes), never the provider-wide lock:
+        a stop may wait a minute for the guest to shut down."""
+        with images.file_lock(inst / "power.lock"):
+            yield
+
+    def stop_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        """The guest is asked to power off (ACPI power button) and given ``shutdown_grace`` to do so,
+        then QEMU is ended (a power cut); the disk, addresses and SSH port stay the instance's."""
+        inst, meta = self._existing(ref)
+        deadline = time.monotonic() + timeout
+        with self._power_lock(inst):
+            grace_until = min(deadline, time.monotonic() + self.config.shutdown_grace)
+            pressed = 0.0
+            while self._pids(inst) and time.monotonic() < grace_until:
+                if time.monotonic() - pressed > 15:  # again: a press early in the boot goes unheard
+                    with contextlib.suppress(QmpError):
+                        with Qmp(inst, QMP_SOCKET) as qmp:
+                            qmp.execute("system_powerdown")
+                    pressed = time.monotonic()
+                time.sleep(self.config.poll_interval)
+            if self._pids(inst):
+                log.warning("qemu: %s did not power off within %.0fs; ending its process", ref.instance_id,
+                            self.config.shutdown_grace)
+                self._end_processes(inst, grace=max(1.0, min(10.0, deadline - time.monotonic())))
+            if self._pids(inst):
+                raise ProviderError(f"the VM of {ref.instance_id} did not stop within {timeout:.0f}s",
+                                    retryable=True, code="timeout")
+        return self._info(inst, meta, InstanceState.STOPPED)
+
+    def start_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        """QEMU is started again on the same disk chain; the guest boots what it has (the agent's
+        unit included), without cloud-init's first boot (same instance id in the seed)."""
+        inst, meta = self._existing(ref)
+        deadline = time.monotonic() + timeout
+        accel = self.accelerator(inst / images.KERNEL)
+        with self._power_lock(inst):
+            while self.run_state(inst) == "shutdown":  # being stopped: let that end first
+                if time.monotonic() > deadline:
+                    raise ProviderError(f"the VM of {ref.instance_id} is still shutting down", retryable=True,
+                                        code="timeout")
+                time.sleep(self.config.poll_interval)
+            with self._lock():
+                if not self._pids(inst):
+                    meta = self._launch(inst, meta, accel, reallocate_port=True)
+        return self.wait_running(ref, max(0.0, deadline - time.monotonic()))
+
+    def reboot_instance(self, ref: InstanceRef, timeout: float) -> InstanceInfo:
+        """A stop (the guest shuts down cleanly when it can) then a start: a new QEMU process, so
+        the VM has booted since the call began whenever it returns."""
+        deadline = time.monotonic() + timeout
+        self.stop_instance(ref, timeout)
+        return self.start_instance(ref, max(0.0, deadline - time.monotonic()))
 
     # --- snapshots -----------------------------------------------------------
     def _snapshot_info(self, snapshot_id: str) -> SnapshotInfo:

@@ -11,13 +11,15 @@ import pytest
 from app.ids import new_instance_id
 from providers.base import InstanceRef, InstanceSpec
 from providers.qemu import QemuProvider
+from providers.qemu.provider import qcow2_backing
 from tests.providers.contract import ProviderContract
 from tests.vm.conftest import qemu_config
 
 
 @pytest.fixture
 def provider(tmp_path, qemu_image, qemu_network):
-    qemu = QemuProvider(qemu_config(tmp_path / "qemu", qemu_network))
+    # These guests never get far enough into their boot to hear the power button: stop ends QEMU soon.
+    qemu = QemuProvider(qemu_config(tmp_path / "qemu", qemu_network, shutdown_grace=2.0))
     yield qemu
     for resource in qemu.list_managed():
         if resource.kind == "instance":
@@ -34,6 +36,16 @@ def make_spec(ssh_keypair):
         return InstanceSpec(**values)
 
     return make
+
+
+@pytest.fixture
+def disk_identity(provider):
+    """The instance's disk as the host sees it: its base layer (path and inode) and the image below."""
+    def identity(ref):
+        disk = provider.instances_dir / ref.instance_id / "disk.qcow2"
+        return str(disk), disk.stat().st_ino, qcow2_backing(disk)
+
+    return identity
 
 
 class TestQemuContract(ProviderContract):
