@@ -71,10 +71,15 @@ def _boot_id() -> str:
     return ""
 
 
+def probe_key(qemu: str, kernel: Path) -> dict:
+    """What a cached answer depends on: this boot of the host, the QEMU binary, the guest kernel."""
+    return {"boot_id": _boot_id(), "qemu": qemu, "qemu_mtime": os.stat(qemu).st_mtime if os.path.exists(qemu) else 0,
+            "kernel_sha256": hashlib.sha256(kernel.read_bytes()).hexdigest()}
+
+
 def cached_probe(cache: Path, qemu: str, kernel: Path, **kwargs) -> Probe:
     """``probe`` for KVM, remembered in ``cache`` until the host reboots or QEMU or the kernel change."""
-    key = {"boot_id": _boot_id(), "qemu": qemu, "qemu_mtime": os.stat(qemu).st_mtime if os.path.exists(qemu) else 0,
-           "kernel_sha256": hashlib.sha256(kernel.read_bytes()).hexdigest()}
+    key = probe_key(qemu, kernel)
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         saved = json.loads(cache.read_text())
         if saved["key"] == key:
