@@ -73,7 +73,7 @@ from providers.cloudinit import cloud_config
 from providers.qemu import accel as accel_probe
 from providers.qemu import image as images
 from providers.qemu.config import QemuConfig
-from providers.qemu.errors import QmpError, QmpUnavailable, command_failed, os_failed, tail
+from providers.qemu.errors import QmpError, QmpUnavailable, ToolMissing, command_failed, os_failed, tail
 from providers.qemu.mapping import (
     DEFAULT_IMAGE,
     FAILED_RUN_STATES,
@@ -161,7 +161,11 @@ class QemuProvider:
         return Catalog(regions={REGION: Region(REGION, (ZONE,), MACHINE_TYPES)}, images=IMAGE_ALIASES)
 
     def qemu_binary(self) -> str:
-        return self.config.qemu_binary or images.tool("qemu-system-x86_64")
+        if self.config.qemu_binary:
+            if not os.access(self.config.qemu_binary, os.X_OK):
+                raise ToolMissing(f"{self.config.qemu_binary} is not an executable QEMU; `make qemu` installs one")
+            return self.config.qemu_binary
+        return images.tool("qemu-system-x86_64")
 
     # --- paths, locks and bookkeeping ----------------------------------------
     def _dir(self, instance_id: str) -> Path:
