@@ -188,8 +188,12 @@ class QemuProvider:
 
     def _pids(self, inst: Path) -> list[int]:
         """Every QEMU process of this instance, by the pidfile path in its command line."""
-        needle = str(inst / PIDFILE).encode()
-        pids = []
+        return self._pidfiles().get(str(inst / PIDFILE), [])
+
+    @staticmethod
+    def _pidfiles() -> dict[str, list[int]]:
+        """The live QEMU processes on this host by their ``-pidfile`` argument (one pass over /proc)."""
+        found: dict[str, list[int]] = {}
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
@@ -198,9 +202,10 @@ class QemuProvider:
                     args = f.read().split(b"\0")
             except OSError:
                 continue
-            if needle in args and process_running(int(entry.name)):
-                pids.append(int(entry.name))
-        return pids
+            if b"-pidfile" in args[:-1] and process_running(int(entry.name)):
+                pidfile = args[args.index(b"-pidfile") + 1].decode(errors="replace")
+                found.setdefault(pidfile, []).append(int(entry.name))
+        return found
 
     def _recorded(self, key: str) -> set:
         """``key`` of every instance's metadata (ports and addresses are theirs even while stopped)."""
@@ -275,15 +280,19 @@ class QemuProvider:
         if "\n" in spec.ssh_public_key.strip():
             raise InvalidRequest("ssh_public_key must be one OpenSSH key line")
         inst = self._dir(spec.instance_id)
-        base = None
+        base, built = None, ""
         if self._meta(inst) is not None:
             kernel = inst / images.KERNEL
         elif spec.snapshot is not None:
             kernel = images.BootFiles(self._snapshot_dir(spec.snapshot.snapshot_id)).kernel
         else:
             # Minutes the first time on a machine (outside the provider's lock: other VMs keep going).
+            started = time.monotonic()
             base = images.base_image(self.image_dir, spec.image or DEFAULT_IMAGE, self.config.build_script,
                                      self.config.build_timeout)
+            if time.monotonic() - started > 10:
+                built = f"the {spec.image or DEFAULT_IMAGE} guest image was built first " \
+                        f"({time.monotonic() - started:.0f}s, once per machine and recipe)"
             kernel = base.kernel
         accel = self.accelerator(kernel) if kernel.exists() else None
         with self._lock():
@@ -300,7 +309,7 @@ class QemuProvider:
             accel = accel or self.accelerator(inst / images.KERNEL)
             if not self._pids(inst):
                 meta = self._launch(inst, meta, accel)
-        return self._info(inst, meta, InstanceState.PENDING, accel)
+        return self._info(inst, meta, InstanceState.PENDING, accel, built=built)
 
     def _make_instance(self, inst: Path, spec: InstanceSpec, machine, base: images.BootFiles | None) -> dict[str, Any]:
         inst.mkdir(mode=0o700)
@@ -403,10 +412,12 @@ class QemuProvider:
             return "starting" if self._pids(inst) else None
 
     def _info(self, inst: Path, meta: dict[str, Any], state: InstanceState, accel: Accelerator | None = None,
-              run_state: str | None = None) -> InstanceInfo:
+              run_state: str | None = None, built: str = "") -> InstanceInfo:
+        """``accel`` is given by a create: its notice (and ``built``, an image built on the way) becomes
+        an instance event."""
         extra = {"accelerator": (accel.name if accel else meta.get("accelerator")) or "", "run_state": run_state or ""}
         if accel is not None:
-            extra["notice"] = self._notice(accel)
+            extra["notice"] = "; ".join(filter(None, (built, self._notice(accel))))
         return InstanceInfo(
             instance_id=inst.name, cloud_id=str(inst), state=state, region=REGION, zone=ZONE,
             public_ip=PUBLIC_IP, private_ip=meta["private_ip"], ssh_port=meta["ssh_port"],
@@ -632,13 +643,14 @@ class QemuProvider:
     # --- garbage collection --------------------------------------------------
     def list_managed(self) -> list[ManagedResource]:
         found: list[ManagedResource] = []
+        running = self._pidfiles()
         if self.instances_dir.exists():
             for inst in sorted(self.instances_dir.iterdir()):
                 if not inst.is_dir():
                     continue
                 tags = (self._meta(inst) or {}).get("tags") or {MANAGED_BY_TAG: MANAGED_BY_VALUE,
                                                                  INSTANCE_ID_TAG: inst.name}  # half-made, ours
-                state = "running" if self._pids(inst) else "stopped"
+                state = "running" if running.get(str(inst / PIDFILE)) else "stopped"
                 found.append(ManagedResource("instance", str(inst), REGION,
                                              instance_id=tags.get(INSTANCE_ID_TAG, inst.name), state=state))
         if self.snapshots_dir.exists():

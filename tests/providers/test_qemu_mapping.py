@@ -123,3 +123,15 @@ def test_backing_file_is_read_from_the_qcow2_header(tmp_path):
     assert qcow2_backing(tmp_path / "top.qcow2") == Path("/images/base.qcow2")
     assert qcow2_backing(tmp_path / "rel.qcow2") == tmp_path / "disk.qcow2"
     assert qcow2_backing(tmp_path / "base.qcow2") is None
+
+
+def test_configuration_sees_a_qemu_guest_as_it_is():
+    from app.configure.service import KEYSCAN_TIMEOUT, agent_url, ssh_patience
+    from app.settings import Settings
+
+    settings = Settings(public_url="http://127.0.0.1:8000", qemu_boot_timeout_seconds=900)
+    assert agent_url(settings, "qemu") == "http://10.0.2.2:8000", "the agent posts through the user network"
+    assert agent_url(settings, "aws") == "http://127.0.0.1:8000"
+    assert agent_url(settings.model_copy(update={"qemu_agent_url": "http://gw:8000"}), "qemu") == "http://gw:8000"
+    assert ssh_patience(settings, "qemu").wait == 900 and ssh_patience(settings, "qemu").connect >= 60
+    assert ssh_patience(settings, "gcp").wait == KEYSCAN_TIMEOUT and ssh_patience(settings, "gcp").connect == 15
