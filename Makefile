@@ -1,5 +1,5 @@
 # onebox: `make run` starts everything on this machine; `make test` runs every test.
-# Prerequisites: Python >= 3.11, Go >= 1.22, make. Everything else is installed here.
+# Prerequisites: Python >= 3.11, a JDK >= 17 with Maven, make. Everything else is installed here.
 
 SHELL := /bin/bash
 PORT ?= 8000
@@ -9,9 +9,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: install run test fuzz bench bench-tools ferretdb sshd browser qemu qemu-image clean
+.PHONY: install run test fuzz bench bench-tools mongo-server sshd browser qemu qemu-image clean
 
-install: .venv/.synced ferretdb sshd
+install: .venv/.synced mongo-server sshd
 
 # uv, pinned, in its own small virtualenv (no global installs).
 $(UV):
@@ -23,11 +23,19 @@ $(UV):
 	$(UV) sync --frozen
 	@touch $@
 
-# The embedded database: FerretDB v1 built from the Go module proxy (tools/ferretdb).
-ferretdb: .bin/onebox-ferretdb
-.bin/onebox-ferretdb: tools/ferretdb/main.go tools/ferretdb/go.mod tools/ferretdb/go.sum
-	@command -v go >/dev/null || { echo "Go >= 1.22 is needed to build the embedded database"; exit 1; }
-	cd tools/ferretdb && go build -trimpath -o ../../.bin/onebox-ferretdb .
+# The embedded database: mongo-java-server (H2 file backend) behind onebox's launcher (tools/mongo-server),
+# its jars from Maven Central at the versions pinned in the pom, run on the machine's JDK.
+MONGO_SERVER_SOURCES := tools/mongo-server/pom.xml $(wildcard tools/mongo-server/src/main/java/onebox/db/*.java)
+mongo-server: .bin/mongo-server/onebox-db.jar
+.bin/mongo-server/onebox-db.jar: $(MONGO_SERVER_SOURCES)
+	@if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then \
+		echo "installing a JDK and Maven for the embedded database"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq default-jdk-headless maven; \
+	fi
+	cd tools/mongo-server && mvn -q -B -DskipTests package
+	rm -rf .bin/mongo-server && mkdir -p .bin/mongo-server
+	cp -r tools/mongo-server/target/lib .bin/mongo-server/lib
+	cp tools/mongo-server/target/onebox-db.jar .bin/mongo-server/onebox-db.jar
 
 # The local provider runs one sshd per instance.
 sshd:

@@ -1,13 +1,19 @@
 """The database: pymongo's async client, collections and indexes.
 
-onebox keeps to what MongoDB 7+ and FerretDB v1 both support: single-document
-updates, unique and compound indexes, ``$set``/``$inc``/``$push`` and upserts.
-No transactions, change streams, TTL indexes or ``$lookup``. A job lives
-inside the document it works on, so inserting the instance queues its job in
-the same single write. FerretDB v1 runs an update as a read then a whole
-document write, so where two writers could meet, onebox relies on the one
-thing both servers make atomic, an insert against a unique index (claims,
-delete requests, idempotency keys); see ``app.worker.jobs``.
+onebox keeps to what MongoDB 7+ and the embedded server (``app.embedded_db``) both
+support: single-document updates, unique and compound indexes,
+``$set``/``$inc``/``$push``/``$addToSet`` and upserts. No transactions, change
+streams, TTL indexes, aggregation or ``$lookup``. A job lives inside the document
+it works on, so inserting the instance queues its job in the same single write.
+Where two writers could meet, onebox relies on the one thing every server makes
+atomic, an insert against a unique index (claims, delete requests, idempotency
+keys); see ``app.worker.jobs``.
+
+Every query is shaped for an index, so it costs the same on MongoDB and on the
+embedded server, whose planner (``tools/mongo-server``) walks compound indexes
+the same way: a lookup by key goes through ``_id`` (``find_one({"_id": x},
+{"_id": 1})``, never ``count_documents``); a list is an equality prefix of an
+index plus a range and a sort on its next key, with a limit.
 """
 
 from __future__ import annotations
@@ -39,8 +45,8 @@ def is_duplicate_key(exc: Exception) -> bool:
 
 
 # Server answers that mean "not now" rather than "wrong request": an internal error or an interrupted
-# operation (FerretDB answers code 1 when it gives up at maxTimeMS), shutting down, stepping down, out
-# of time.
+# operation (code 1, as some servers answer when they give up at maxTimeMS), shutting down, stepping
+# down, out of time.
 SERVER_UNAVAILABLE_CODES = frozenset({1, 50, 91, 189, 262, 11600, 11602})
 
 
@@ -106,7 +112,8 @@ class Database:
         self.idempotency = self.db["idempotency"]
         self.claims = self.db["claims"]
         self.delete_requests = self.db["delete_requests"]
-        self.metrics = self.db["metrics"]
+        self.metrics = self.db["metrics"]  # buckets of samples and each instance's latest (app.metrics.repository)
+        self.agent_revocations = self.db["agent_revocations"]
         self.quotas = self.db["quotas"]
         self.quota_slots = self.db["quota_slots"]
         self.rate_limits = self.db["rate_limits"]
@@ -115,16 +122,20 @@ class Database:
     async def ensure_indexes(self) -> None:
         await self.instances.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
         await self.instances.create_index([("job.not_before", ASCENDING)])
+        await self.instances.create_index([("status", ASCENDING), ("provider", ASCENDING)])  # reaper, scheduler
         await self.snapshots.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
         await self.snapshots.create_index([("job.not_before", ASCENDING)])
         await self.delete_requests.create_index([("job.not_before", ASCENDING)])
         await self.events.create_index([("instance_id", ASCENDING), ("at", ASCENDING)])
-        await self.metrics.create_index([("instance_id", ASCENDING), ("at", ASCENDING)], unique=True)
+        await self.metrics.create_index([("instance_id", ASCENDING), ("start", ASCENDING)])
+        await self.metrics.create_index([("start", ASCENDING)])
         await self.metrics.create_index([("at", ASCENDING)])
+        await self.agent_revocations.create_index([("at", ASCENDING)])
         await self.quota_slots.create_index([("owner", ASCENDING), ("kind", ASCENDING)])
         await self.quota_slots.create_index([("holder", ASCENDING)])
         await self.audit.create_index([("at", DESCENDING)])
         await self.rate_limits.create_index([("user", ASCENDING), ("window", ASCENDING)])
+        await self.rate_limits.create_index([("expires_at", ASCENDING)])
         await self.idempotency.create_index([("owner", ASCENDING), ("key", ASCENDING)], unique=True)
 
     async def ping(self, timeout: float = 2.0) -> bool:

@@ -2,7 +2,7 @@
 
 A quota is a set of numbered slots per user and kind (``alice:instances:0``
 … ``alice:instances:<limit-1>``). Taking one is an insert against the unique
-``_id``, the one operation MongoDB and FerretDB both make atomic, so however
+``_id``, the one operation every MongoDB-wire server makes atomic, so however
 many requests race, no more slots than the limit can ever be held: 20
 parallel creates at a limit of 5 give exactly 5. A request that cannot get
 every slot it needs gives back the ones it got; free slots are tried in a
@@ -39,10 +39,16 @@ async def limits_for(db: Database, settings: Settings, user: str) -> dict[str, i
 
 
 async def _take(db: Database, user: str, kind: str, count: int, limit: int, holder: str) -> list[str]:
-    """Take ``count`` free slots of ``kind``; all or none."""
+    """Take ``count`` free slots of ``kind`` for ``holder``; all or none. Slots the holder already has count
+    (a request retried after a lost answer must not take its instance's slots twice)."""
     if count <= 0:
         return []
-    taken_ids = {d["_id"] async for d in db.quota_slots.find({"owner": user, "kind": kind}, {"_id": 1})}
+    taken = [d async for d in db.quota_slots.find({"owner": user, "kind": kind}, {"_id": 1, "holder": 1})]
+    taken_ids = {d["_id"] for d in taken}
+    held = [d["_id"] for d in taken if d.get("holder") == holder]
+    if len(held) >= count:
+        return held
+    count -= len(held)
     mine: list[str] = []
     for slot in free_slots((f"{user}:{kind}:{n}" for n in range(limit)), taken_ids):
         try:

@@ -2,7 +2,7 @@
 
 A fixed one-minute window per user, counted the way quotas are: each request
 takes one numbered slot (``<user>:<window>:<n>``, n < limit) with an insert
-against the unique ``_id``, the one operation MongoDB and FerretDB both make
+against the unique ``_id``, the one operation every MongoDB-wire server makes
 atomic. However many processes race, no more than ``limit`` requests of one
 user pass in one window. Over the limit → 429 with ``Retry-After`` (the
 seconds left in the window). Old windows are purged by the workers. Free

@@ -19,7 +19,7 @@ class Services:
     tokens: TokenService
     providers: ProviderRegistry
     events: EventLog
-    agent_auth_cache: object = field(default=None)
+    agent_revocations: object = field(default=None)  # this process's copy of the withdrawn agent tokens
     metrics_writer: object = field(default=None)  # group commit of agent samples, one per process
 
     @classmethod
@@ -34,10 +34,10 @@ class Services:
         )
 
     def __post_init__(self) -> None:
-        from app.metrics.service import AgentAuthCache
+        from app.metrics.revocations import RevocationSet
 
-        if self.agent_auth_cache is None:
-            self.agent_auth_cache = AgentAuthCache(self.settings.agent_auth_cache_seconds)
+        if self.agent_revocations is None:
+            self.agent_revocations = RevocationSet(self.settings.agent_revocation_refresh_seconds)
         if self.metrics_writer is None:
             from app.metrics.writer import MetricsWriter
 

@@ -54,10 +54,15 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=REPO_ROOT / ".data", description="state of the embedded default")
 
     # --- database -----------------------------------------------------------
-    mongodb_url: str | None = Field(default=None, description="any MongoDB 7+; unset = embedded FerretDB")
+    mongodb_url: str | None = Field(default=None, description="any MongoDB 7+; unset = the embedded database")
     database: str = "onebox"
     embedded_db_address: str = "127.0.0.1:27018"
-    ferretdb_binary: Path = REPO_ROOT / ".bin" / "onebox-ferretdb"
+    embedded_db_home: Path = Field(default=REPO_ROOT / ".bin" / "mongo-server",
+                                   description="the embedded database's jars (`make mongo-server`)")
+    embedded_db_cache_mb: int = Field(default=1024, ge=16, description="the embedded database's page cache; "
+                                                                      "size it to hold the data")
+    embedded_db_heap_mb: int | None = Field(default=None, ge=256, description="the embedded database's Java heap; "
+                                                                             "unset = twice the cache")
     db_timeout_seconds: float = Field(default=3.0, description="the database budget of one request (all its calls, "
                                                                "server selection included): 503 past it")
 
@@ -113,7 +118,9 @@ class Settings(BaseSettings):
     # --- agents and metrics ----------------------------------------------
     agent_interval_seconds: int = Field(default=30, ge=1, le=3600, description="how often agents report")
     agent_token_ttl_days: int = 365
-    agent_auth_cache_seconds: float = Field(default=2.0, description="how long an agent's token check is cached")
+    agent_revocation_refresh_seconds: float = Field(
+        default=2.0, gt=0, description="how often each API process reads newly withdrawn agent tokens: a deleted "
+                                       "instance's agent is refused everywhere within this time")
     metrics_retention_days: float = 7.0
     maintenance_seconds: float = Field(default=600.0, description="how often workers purge old metrics")
     reaper_enabled: bool = True
@@ -250,7 +257,7 @@ class Settings(BaseSettings):
     def effective_mongodb_url(self) -> str:
         if self.mongodb_url:
             return self.mongodb_url
-        # FerretDB v1 has no retryable writes: findAndModify with a txnNumber never answers.
+        # The embedded server has no sessions, hence no retryable writes.
         return f"mongodb://{self.embedded_db_address}/?retryWrites=false&directConnection=true"
 
     def hs256_secret(self) -> bytes:

@@ -22,8 +22,8 @@ from pathlib import Path
 from bench.common import Row
 
 # scenario name → module (``list`` is a builtin's name, hence ``listing``)
-SCENARIOS = {"ingest": "ingest", "list": "listing", "provision": "provision", "configure": "configure",
-             "agent": "agent", "scale": "scale"}
+SCENARIOS = {"ingest": "ingest", "list": "listing", "claim": "claim", "series": "series", "provision": "provision",
+             "configure": "configure", "agent": "agent", "scale": "scale"}
 HERE = Path(__file__).parent
 
 
@@ -40,7 +40,7 @@ def machine() -> dict:
         mem_kb = 0
     return {"cores": os.cpu_count(), "cpu": model, "ram_gb": round(mem_kb / 1024 / 1024, 1),
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
-            "database": "embedded FerretDB v1.24 (SQLite backend) on tmpfs"}
+            "database": "the embedded database (mongo-java-server 1.47 + onebox's launcher, H2 MVStore file) on tmpfs"}
 
 
 def fmt(value) -> str:

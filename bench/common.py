@@ -1,9 +1,9 @@
 """What every scenario shares: a throwaway database, an API process, load tools, result rows.
 
 Each scenario starts what it needs here and stops it before returning, so
-scenarios run alone or one after another in any order. The database is a
-FerretDB of its own with its files on tmpfs (/dev/shm) when there is one,
-like the tests' (tests/conftest.py).
+scenarios run alone or one after another in any order. The database is an
+embedded server of its own (``app.embedded_db``) with its file on tmpfs
+(/dev/shm) when there is one, like the tests' (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -83,8 +83,9 @@ def scratch(name: str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def dbserver(work: Path) -> Iterator[EmbeddedDatabase]:
-    db = EmbeddedDatabase(BIN / "onebox-ferretdb", f"127.0.0.1:{free_port()}", work / "db",
+def dbserver(work: Path, cache_mb: int = 2048) -> Iterator[EmbeddedDatabase]:
+    """The embedded database as `make run` starts it, with a cache that holds the largest data set."""
+    db = EmbeddedDatabase(BIN / "mongo-server", f"127.0.0.1:{free_port()}", work / "db", cache_mb=cache_mb,
                           log_path=work / "dbserver.log").start()
     try:
         yield db

@@ -6,8 +6,8 @@
 zero-latency fake cloud (bench/fakecloud.py). ``--lag-log FILE`` runs an event-loop lag monitor in the
 process: a task that sleeps 10 ms over and over and writes how late each wake-up
 came (wall time, seconds late) to FILE — any blocking call on the loop shows
-up there. ``BENCH_NO_GROUP_COMMIT=1`` writes each agent post on its own, as
-before group commit (``app.metrics.writer``), for comparison.
+up there. ``BENCH_NO_GROUP_COMMIT=1`` writes each agent post on its own,
+without group commit (``app.metrics.writer``), for comparison.
 """
 
 from __future__ import annotations
@@ -46,25 +46,25 @@ def watch_slow_callbacks() -> None:
         loop.slow_callback_duration = float(threshold) / 1000
 
 
-class OneInsertPerPost:
-    """What ingestion did before group commit: each post's samples written on their own."""
+class OneWritePerPost:
+    """Ingestion without group commit: each post's operations written on their own."""
 
     def __init__(self, collection) -> None:
         self.collection = collection
 
-    async def write(self, docs: list[dict]) -> int:
+    async def write(self, ops: list[tuple[object, bool]]) -> int:
         from pymongo.errors import BulkWriteError
 
         from app.db import DUPLICATE_KEY
         from app.metrics.writer import BatchWriteFailed
 
         try:
-            await self.collection.insert_many(docs, ordered=False)
+            await self.collection.bulk_write([op for op, _ in ops], ordered=False)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != DUPLICATE_KEY for e in errors):
                 raise BatchWriteFailed("a sample could not be stored") from None
-            return len(errors)
+            return sum(1 for e in errors if ops[e["index"]][1])
         return 0
 
 
@@ -74,7 +74,7 @@ def services():
     settings = get_settings()
     svc = Services.build(settings, providers={NAME: FakeCloud()})
     if os.environ.get("BENCH_NO_GROUP_COMMIT"):
-        svc.metrics_writer = OneInsertPerPost(svc.db.metrics)
+        svc.metrics_writer = OneWritePerPost(svc.db.metrics)
     return svc
 
 

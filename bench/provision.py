@@ -118,5 +118,5 @@ async def run(quick: bool = False) -> list[Row]:
         Row("provision", f"event-loop lag p99, {burst} provisions at once", percentile(lag, .99), "ms",
             baseline=idle_p99, baseline_label="idle", target="< 50 ms", met=percentile(lag, .99) < 50,
             note=f"max {max(lag, default=float('nan')):.0f} ms over {len(lag)} ticks of 10 ms; meanwhile the server "
-                 f"used {server_cpu:.0f} % of a core, FerretDB {db_cpu:.0f} %"),
+                 f"used {server_cpu:.0f} % of a core, the database {db_cpu:.0f} %"),
     ]

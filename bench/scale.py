@@ -76,7 +76,7 @@ async def one_run(db, work, workers: int, count: int, key: str, token: str) -> f
 
 
 async def run(quick: bool = False) -> list[Row]:
-    count = 24 if quick else 60
+    count = 24 if quick else 100
     rows, rates = [], {}
     with scratch("scale") as work, dbserver(work) as db:
         key = ssh_public_key(work)
@@ -85,11 +85,13 @@ async def run(quick: bool = False) -> list[Row]:
             rates[workers] = await one_run(db, work, workers, count, key, token)
             r = rates[workers]
             print(f"   {workers} worker(s): {r['rate']:.0f} instances/min, POSTs {r['posted']:.1f} s, "
-                  f"FerretDB CPU {r['db_cpu']:.0f} %", flush=True)
+                  f"database CPU {r['db_cpu']:.0f} %", flush=True)
     ideal = 8 * 60 / (2 * LATENCY)  # 8 jobs at once per worker, two 1 s calls per instance
     for workers, r in rates.items():
         rows.append(Row("scale", f"{workers} worker(s), {count} instances, 1 s cloud latency", r["rate"], "inst/min",
-                        baseline=rates[1]["rate"], baseline_label="1 worker", target=f"ideal {workers}×",
+                        baseline=rates[1]["rate"], baseline_label="1 worker",
+                        target="≥ 2×" if workers == 3 else f"ideal {workers}×",
+                        met=(r["rate"] >= 2 * rates[1]["rate"]) if workers == 3 else None,
                         note=f"ceiling {ideal * workers:.0f}/min (8 jobs × 2 calls of 1 s per worker); "
-                             f"POSTs took {r['posted']:.1f} s; FerretDB CPU {r['db_cpu']:.0f} % of one core"))
+                             f"POSTs took {r['posted']:.1f} s; database CPU {r['db_cpu']:.0f} % of one core"))
     return rows

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real FerretDB, an SSH key pair, free ports."""
+"""Shared fixtures: a real MongoDB-wire database server (onebox's embedded one), an SSH key pair, free ports."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ def ssh_keypair(tmp_path_factory) -> SshKeyPair:
 # --- a real MongoDB-protocol server, and the app on top of it -----------------
 
 import asyncio  # noqa: E402
+import contextlib  # noqa: E402
 import os  # noqa: E402
 import uuid  # noqa: E402
 
@@ -51,19 +52,28 @@ import httpx  # noqa: E402
 from app.embedded_db import EmbeddedDatabase  # noqa: E402
 from app.settings import REPO_ROOT, Settings  # noqa: E402
 
-FERRETDB_BINARY = Path(os.environ.get("ONEBOX_TEST_FERRETDB", REPO_ROOT / ".bin" / "onebox-ferretdb"))
+DB_HOME = Path(os.environ.get("ONEBOX_TEST_DB_HOME", REPO_ROOT / ".bin" / "mongo-server"))
 TEST_SECRET = "test-secret-" + "x" * 40
+
+
+def start_database(data_dir: Path, log_path: Path | None = None, **options) -> EmbeddedDatabase:
+    """A fresh embedded database (onebox's own server) on a free port, its file on tmpfs when there is one."""
+    return EmbeddedDatabase(DB_HOME, f"127.0.0.1:{free_port()}", data_dir, log_path=log_path,
+                            **{"cache_mb": 256, "heap_mb": 1024, **options}).start()
+
+
+def scratch_dir(tmp_path_factory, name: str) -> Path:
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path_factory.getbasetemp()
+    return base / f"onebox-test-{name}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="session")
 def dbserver(tmp_path_factory):
-    """One FerretDB for the session, on a free port, its SQLite files on tmpfs when there is one."""
-    if not FERRETDB_BINARY.exists():
-        pytest.fail(f"{FERRETDB_BINARY} is missing: run `make ferretdb` (make test does)")
-    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path_factory.getbasetemp()
-    data = base / f"onebox-test-dbserver-{uuid.uuid4().hex[:8]}"
-    db = EmbeddedDatabase(FERRETDB_BINARY, f"127.0.0.1:{free_port()}", data,
-                          log_path=tmp_path_factory.getbasetemp() / "dbserver.log").start()
+    """One database server for the session; each test gets a database of its own on it (make_settings)."""
+    if not (DB_HOME / "onebox-db.jar").exists():
+        pytest.fail(f"{DB_HOME}/onebox-db.jar is missing: run `make mongo-server` (make test does)")
+    data = scratch_dir(tmp_path_factory, "db")
+    db = start_database(data, tmp_path_factory.getbasetemp() / "dbserver.log")
     yield db
     db.stop()
     import shutil
@@ -118,6 +128,8 @@ async def services(settings):
     svc = Services.build(settings)
     await svc.db.ensure_indexes()
     yield svc
+    with contextlib.suppress(Exception):  # keep the shared server small: each test's database goes with it
+        await svc.db.client.drop_database(settings.database)
     await svc.close()
     _remove_local_instances(settings.data_dir)  # never leave an sshd behind a test
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from app.configure.ansible import PlaybookTarget, run_playbook
 from app.configure.keys import deploy_key
+from app.metrics.revocations import revoke
 from app.lifecycle.engine import JobContext
 from providers.base import ProviderError
 
@@ -110,9 +111,12 @@ async def configure_instance(ctx: JobContext) -> None:
         await ctx.event("ssh.host_key", "recorded host key " + ", ".join(fingerprint(k) for k in known), "configure")
     private_key, _ = deploy_key(settings.data_dir)
 
+    # A new configuration run rotates the agent's token: the one it replaces is withdrawn first.
+    await ctx.db_call(lambda: revoke(services.db, doc["_id"], doc.get("agent_jti_hash"), "rotated"),
+                      "withdrawing the previous agent token")
+    services.agent_revocations.add(doc.get("agent_jti_hash"))
     token, jti_hash = services.tokens.mint_agent(doc["_id"])
     await ctx.claim.update({"$set": {"agent_jti_hash": jti_hash}})
-    services.agent_auth_cache.forget(doc["_id"])
 
     extravars = {
         "onebox_instance_id": doc["_id"],

@@ -20,6 +20,7 @@ from app.db import is_duplicate_key
 from app.ids import new_instance_id
 from app.instances.models import InstanceCreate
 from app.lifecycle.delete_requests import new_delete_request
+from app.metrics.revocations import revoke
 from app.lifecycle.specs import DEFAULT_DISK_GB
 from app.lifecycle.states import InstanceStatus, recorded
 from app.pagination import page
@@ -204,7 +205,9 @@ async def request_delete(services: Services, collection: str, doc: dict[str, Any
             raise
         raise Problem(409, "already_deleting", f"{kind.capitalize()} is being deleted",
                       f"a delete of {kind} {doc['_id']} is already under way", current_status=status) from None
-    services.agent_auth_cache.forget(doc["_id"])  # its agent's token stops working now (other processes: ≤ 2 s)
+    if collection == "instances":  # its agent's token stops working now here, within seconds elsewhere
+        await revoke(services.db, doc["_id"], doc.get("agent_jti_hash"), "delete")
+        services.agent_revocations.add(doc.get("agent_jti_hash"))
     await services.events.add(doc.get("instance_id") or doc["_id"], "delete.requested",
                               f"delete of {kind} {doc['_id']} requested while {status}", step="delete")
     return doc

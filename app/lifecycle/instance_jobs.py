@@ -17,6 +17,7 @@ from app.clock import utcnow
 from app.lifecycle.engine import JobBase, JobContext
 from app.lifecycle.specs import instance_ref, instance_spec
 from app.lifecycle.states import INSTANCE_TRANSITIONS, InstanceStatus
+from app.metrics.revocations import revoke
 from providers.base import ProviderError
 
 S = InstanceStatus
@@ -32,9 +33,9 @@ class ProvisionJob(JobBase):
 
     async def cancel_requested(self, ctx: JobContext) -> bool:
         requests = ctx.services.db.delete_requests
-        found = await ctx.db_call(lambda: requests.count_documents({"_id": ctx.doc["_id"]}, limit=1),
+        found = await ctx.db_call(lambda: requests.find_one({"_id": ctx.doc["_id"]}, {"_id": 1}),
                                   "a look for a delete request")
-        return found > 0
+        return found is not None
 
     async def run_step(self, step: str, ctx: JobContext) -> dict[str, Any] | None:
         provider = self.provider(ctx)
@@ -80,6 +81,9 @@ class ProvisionJob(JobBase):
         await ctx.services.providers.call(self.provider(ctx).delete_instance, instance_ref(ctx.doc))
 
     async def fail(self, ctx: JobContext, failure: dict[str, Any]) -> None:
+        # an agent configured before the failure must not go on posting for an instance that no longer runs
+        await ctx.db_call(lambda: revoke(ctx.services.db, ctx.doc["_id"], ctx.doc.get("agent_jti_hash"), "failed"),
+                          "withdrawing the agent token")
         await ctx.transition(S.FAILED, {"job": None, "error": failure, "public_ip": None, "private_ip": None})
         # nothing runs any more: it no longer counts
         await ctx.release_quota()

@@ -1,18 +1,20 @@
-"""Group commit for agent samples: concurrent posts share one ``insert_many``.
+"""Group commit for agent samples: concurrent posts share one ``bulk_write``.
 
-The embedded database commits each insert on its own, so one insert per post
-caps ingestion at the database's single-insert rate. Instead every post hands
-its documents to this process's ``MetricsWriter`` and waits: while one batch
-is being written, the posts that arrive meanwhile gather, and are written
-together as the next batch as soon as it returns. Nothing waits on a timer, so
-a lone post costs what it did before; under load a batch is as large as what
-arrived during the previous write.
+The embedded database commits each write command before answering it, so one
+write per post caps ingestion at the database's commit rate. Instead every post
+hands its operations (``app.metrics.repository.sample_ops``) to this process's
+``MetricsWriter`` and waits: while one batch is being written, the posts that
+arrive meanwhile gather, and are written together as the next batch as soon as
+it returns. Nothing waits on a timer, so a lone post costs what it did before;
+under load a batch is as large as what arrived during the previous write.
 
 A post is answered only after its batch's write returned, so an acknowledged
-sample is stored. Writes are unordered: a duplicate (instance, time) fails
-alone and is counted as a duplicate for the post that sent it; any other error
-on a document fails that post; an error of the whole batch (database down,
-timeout) fails every post in it, and each gets 503 and retries.
+sample is stored. Writes are unordered: a sample already stored fails alone
+with a duplicate key and is counted as a duplicate for the post that sent it
+(an operation that does not count as a sample, the "latest" upsert, may fail
+that way harmlessly); any other error on an operation fails that post; an error
+of the whole batch (database down, timeout) fails every post in it, and each
+gets 503 and retries.
 """
 
 from __future__ import annotations
@@ -36,17 +38,17 @@ class BatchWriteFailed(Exception):
 
 @dataclass
 class _Pending:
-    docs: list[dict]
+    ops: list[tuple[object, bool]]  # (a pymongo write operation, does it count as a sample?)
     done: asyncio.Future
     duplicates: int = 0
     failed: bool = False
-    offset: int = field(default=0)  # where this post's documents start in the batch
+    offset: int = field(default=0)  # where this post's operations start in the batch
 
 
 class MetricsWriter:
-    def __init__(self, collection, max_batch_docs: int = 1000, max_wait_seconds: float | None = None) -> None:
+    def __init__(self, collection, max_batch_ops: int = 2000, max_wait_seconds: float | None = None) -> None:
         self.collection = collection
-        self.max_batch_docs = max_batch_docs
+        self.max_batch_ops = max_batch_ops
         # A post waits at most this long (the request's database budget): behind a batch that hangs on
         # an unreachable database it answers 503 in time. Its samples may still be written later; the
         # agent's retry is then counted as a duplicate, never stored twice.
@@ -54,9 +56,9 @@ class MetricsWriter:
         self._queue: deque[_Pending] = deque()
         self._flusher: asyncio.Task | None = None
 
-    async def write(self, docs: list[dict]) -> int:
-        """Store ``docs`` with whatever else is waiting; return how many were duplicates."""
-        pending = _Pending(docs, asyncio.get_running_loop().create_future())
+    async def write(self, ops: list[tuple[object, bool]]) -> int:
+        """Apply ``ops`` with whatever else is waiting; return how many samples were duplicates."""
+        pending = _Pending(ops, asyncio.get_running_loop().create_future())
         pending.done.add_done_callback(_consume)  # a post that gave up leaves no unretrieved error behind
         self._queue.append(pending)
         if self._flusher is None or self._flusher.done():
@@ -73,10 +75,10 @@ class MetricsWriter:
         try:
             while self._queue:
                 batch, size = [], 0
-                while self._queue and (not batch or size + len(self._queue[0].docs) <= self.max_batch_docs):
+                while self._queue and (not batch or size + len(self._queue[0].ops) <= self.max_batch_ops):
                     pending = self._queue.popleft()
                     pending.offset = size
-                    size += len(pending.docs)
+                    size += len(pending.ops)
                     batch.append(pending)
                 await self._write(batch)
         finally:  # stopped (cancelled, or a bug): whoever still waits gets an answer
@@ -85,9 +87,9 @@ class MetricsWriter:
                 self._queue.clear()
 
     async def _write(self, batch: list[_Pending]) -> None:
-        docs = [d for p in batch for d in p.docs]
+        ops = [op for p in batch for op, _ in p.ops]
         try:
-            await self.collection.insert_many(docs, ordered=False)
+            await self.collection.bulk_write(ops, ordered=False)
         except BulkWriteError as exc:
             if exc.details.get("writeConcernErrors"):
                 self._fail(batch, exc)
@@ -95,8 +97,9 @@ class MetricsWriter:
             starts = [p.offset for p in batch]
             for error in exc.details.get("writeErrors", []):
                 owner = batch[_owner(starts, error["index"])]
+                counts = owner.ops[error["index"] - owner.offset][1]
                 if error.get("code") == DUPLICATE_KEY:
-                    owner.duplicates += 1
+                    owner.duplicates += 1 if counts else 0
                 else:
                     owner.failed = True
         except (PyMongoError, OSError) as exc:

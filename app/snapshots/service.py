@@ -42,7 +42,7 @@ class SnapshotService:
 
     async def create(self, principal: Principal, instance_id: str, body: SnapshotCreate) -> dict[str, Any]:
         instance = await InstanceService(self.services).get(principal, instance_id)
-        deleting = await self.db.delete_requests.count_documents({"_id": instance_id}, limit=1)
+        deleting = await self.db.delete_requests.find_one({"_id": instance_id}, {"_id": 1})
         if instance["status"] != InstanceStatus.RUNNING or deleting:
             raise Problem(409, "instance_not_running", "Instance is not running",
                           f"only a running instance can be snapshotted; {instance_id} is {instance['status']}",

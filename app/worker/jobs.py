@@ -3,10 +3,10 @@
 A job lives inside the document it works on (``instance.job`` or
 ``snapshot.job``), so the record and its job are written together in one
 single-document write, with no transaction. Claiming must be exclusive on
-every backend, and FerretDB v1 runs ``find_one_and_update`` as a read and a
-later whole-document write, so two workers could both "win" it. The one
-operation both MongoDB and FerretDB make atomic is an insert against a
-unique index; so a worker claims generation ``n+1`` of a job by inserting
+every backend, including servers that run ``find_one_and_update`` as a read
+and a later whole-document write (so that two workers could both "win" it).
+The one operation every MongoDB-wire server makes atomic is an insert
+against a unique index; so a worker claims generation ``n+1`` of a job by inserting
 ``<job id>:<n+1>`` into the ``claims`` collection. Only the winner of that
 insert writes the lease (owner, expiry, a fresh claim token) into the
 document; it renews the lease while it works.
@@ -109,9 +109,9 @@ class Claim:
         if doc is not None:
             self.doc = doc
             return doc
-        held = await retry_while_down(lambda: self.queue.collection.count_documents(self._guard(), limit=1),
+        held = await retry_while_down(lambda: self.queue.collection.find_one(self._guard(), {"_id": 1}),
                                       deadline=self.lease_deadline, what=f"a read of {self.id}")
-        if held == 0:
+        if held is None:
             raise LeaseLost(self.id)
         return None
 
@@ -149,31 +149,40 @@ class JobQueue:
         }
         found = self.collection.find(claimable, {"job.id": 1, "job.claims": 1, "job.not_before": 1})
         for candidate in [doc async for doc in found.sort("job.not_before", 1).limit(candidates)]:
-            job = candidate["job"]
-            # Only a job claimable for longer than a lease can hide an abandoned claim: a live claimant
-            # writes its lease within moments. (Spares a read on every lost race.)
-            suspect = as_utc(job["not_before"]) < now - self.lease
-            generation = await self._win_generation(job["id"], job["claims"] + 1, now, suspect)
-            if generation is None:
-                continue  # another worker won it
-            token = uuid.uuid4().hex
-            doc = await self.collection.find_one_and_update(
-                {"_id": candidate["_id"], "job.id": candidate["job"]["id"], "job.claims": {"$lt": generation}},
-                {"$set": {"job.lease_owner": self.worker_id, "job.lease_until": now + self.lease,
-                          "job.token": token, "job.claims": generation}},
-                return_document=ReturnDocument.AFTER,
-            )
-            if doc is not None:
-                return Claim(self, doc, token)
+            claim = await self._take(candidate, now)
+            if claim is not None:
+                return claim
         return None
+
+    async def _take(self, candidate: dict[str, Any], now: dt.datetime) -> Claim | None:
+        """Claim one candidate the query found claimable, if it still is."""
+        job = candidate["job"]
+        # Only a job claimable for longer than a lease can hide an abandoned claim: a live claimant
+        # writes its lease within moments. (Spares a read on every lost race.)
+        suspect = as_utc(job["not_before"]) < now - self.lease
+        generation = await self._win_generation(job["id"], job["claims"] + 1, now, suspect)
+        if generation is None:
+            return None  # another worker won it
+        token = uuid.uuid4().hex
+        # The candidate was read a while ago (a loaded machine can make that long): the lease is written only
+        # if nobody holds one now, so a live lease is never taken over whatever the claims collection says.
+        at = utcnow()
+        doc = await self.collection.find_one_and_update(
+            {"_id": candidate["_id"], "job.id": job["id"], "job.claims": {"$lt": generation},
+             "$or": [{"job.lease_until": None}, {"job.lease_until": {"$lt": at}}]},
+            {"$set": {"job.lease_owner": self.worker_id, "job.lease_until": at + self.lease,
+                      "job.token": token, "job.claims": generation}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return Claim(self, doc, token) if doc is not None else None
 
     async def _win_generation(self, job_id: str, generation: int, now: dt.datetime, suspect: bool) -> int | None:
         """Insert the claim of ``generation`` (or a later one); None when another worker holds it.
 
         A worker that died between winning a claim and writing its lease leaves a claim behind that
         the document never saw. Once such a claim is older than a lease, the next generation is
-        tried instead, so the job is never stranded; the lease write then asks only that the
-        document has seen no later generation (``job.claims < generation``)."""
+        tried instead, so the job is never stranded; the lease write then asks that the document
+        has seen no later generation (``job.claims < generation``) and that no lease is live."""
         while True:
             try:
                 await self.claims.insert_one({"_id": f"{job_id}:{generation}", "owner": self.worker_id, "at": now})

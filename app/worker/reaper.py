@@ -34,6 +34,7 @@ from app.clock import as_utc, utcnow
 from app.db import is_duplicate_key
 from app.ids import id_created_at
 from app.lifecycle.delete_requests import MARK_LOST, new_delete_request
+from app.metrics.revocations import revoke
 from app.services import Services
 from providers.base import InstanceRef, InstanceState, ManagedResource, NotFound, SnapshotRef
 
@@ -184,7 +185,8 @@ class Reaper:
                 if is_duplicate_key(exc):
                     continue  # a delete is already on its way
                 raise
-            self.services.agent_auth_cache.forget(doc["_id"])
+            await revoke(db, doc["_id"], doc.get("agent_jti_hash"), "lost")
+            self.services.agent_revocations.add(doc.get("agent_jti_hash"))
             await self.services.events.add(doc["_id"], "reaper", f"the {name} VM is gone from the cloud; "
                                            "marking the instance failed", step="reaper")
             await record_system_action(db, REAPER, "mark_lost", "instance", doc["_id"], provider=name)

@@ -1,4 +1,4 @@
-"""Agent tokens and metric ingestion, through the real app and a real FerretDB."""
+"""Agent tokens and metric ingestion, through the real app and a real database server."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import pytest
 
 from app.clock import utcnow
 from app.ids import new_instance_id
-from tests.api.helpers import instance_body
+from app.metrics import repository
+from app.metrics.revocations import revoke
+from tests.api.helpers import instance_body, wait_status
+
+
+async def stored(services, instance_id: str | None = None) -> list:
+    return await repository.stored_samples(services.db.metrics, None if instance_id is None else [instance_id])
 
 
 
@@ -85,7 +91,7 @@ async def test_malformed_body_is_422_and_nothing_stored(api, services, mutate):
     mutate(body)
     response = await api.post("/v1/agent/metrics", json=body, headers=bearer(token))
     assert response.status_code == 422, response.text
-    assert await services.db.metrics.count_documents({"instance_id": instance_id}) == 0
+    assert await stored(services, instance_id) == []
 
 
 async def test_body_over_limit_is_413(api, services):
@@ -101,7 +107,7 @@ async def test_token_of_another_instance_is_403(api, services):
     response = await api.post("/v1/agent/metrics", json={"instance_id": mine, "samples": [sample()]},
                               headers=bearer(other_token))
     assert response.status_code == 403
-    assert await services.db.metrics.count_documents({}) == 0
+    assert await stored(services) == []
 
 
 def forged(services, instance_id: str, *, key=None, alg="HS256", **claims) -> str:
@@ -130,15 +136,15 @@ async def test_bad_agent_tokens_are_401(api, services, case):
         token = forged(services, instance_id, typ="user")
     elif case == "user_token":
         token = services.tokens.mint(instance_id)
-    elif case == "rotated":
-        new_token, new_hash = services.tokens.mint_agent(instance_id)
-        await services.db.instances.update_one({"_id": instance_id}, {"$set": {"agent_jti_hash": new_hash}})
+    elif case == "rotated":  # what a new configuration run does to the token it replaces
+        old_hash = (await services.db.instances.find_one({"_id": instance_id}))["agent_jti_hash"]
+        await revoke(services.db, instance_id, old_hash, "rotated")
     elif case == "no_exp":
         token = forged(services, instance_id, exp=None)
     response = await api.post("/v1/agent/metrics", json={"instance_id": instance_id, "samples": [sample()]},
                               headers=bearer(token))
     assert response.status_code == 401, (case, response.text)
-    assert await services.db.metrics.count_documents({}) == 0
+    assert await stored(services) == []
 
 
 async def test_agent_token_refused_on_user_routes_and_after_delete(api, services, ssh_keypair):
@@ -147,30 +153,62 @@ async def test_agent_token_refused_on_user_routes_and_after_delete(api, services
                          ("GET", "/v1/snapshots"), ("DELETE", f"/v1/instances/{instance_id}")]:
         assert (await api.request(method, path, headers=bearer(token))).status_code == 401, path
     assert (await api.post("/v1/instances", json=instance_body(ssh_keypair.public), headers=bearer(token))).status_code == 401
-    deleting_id, deleting_token = await running_instance(services, status="deleting")
-    response = await api.post("/v1/agent/metrics", json={"instance_id": deleting_id, "samples": [sample()]},
-                              headers=bearer(deleting_token))
-    assert response.status_code == 401
+    body = {"instance_id": instance_id, "samples": [sample()]}
+    assert (await api.post("/v1/agent/metrics", json=body, headers=bearer(token))).status_code == 202
+    owner = {"Authorization": f"Bearer {services.tokens.mint('alice')}"}
+    assert (await api.delete(f"/v1/instances/{instance_id}", headers=owner)).status_code == 202
+    body = {"instance_id": instance_id, "samples": [sample(utcnow() + dt.timedelta(seconds=1))]}
+    response = await api.post("/v1/agent/metrics", json=body, headers=bearer(token))
+    assert response.status_code == 401, "the delete withdrew the token at once in this process"
+
+
+async def test_a_withdrawn_token_is_refused_by_every_process_within_the_refresh_interval(api, services):
+    """Another API process (its own copy of the revocations) withdraws the token: this one refuses it after
+    at most one refresh interval, without reading the database for every post."""
+    from app.services import Services
+
+    instance_id, token = await running_instance(services)
+    now = utcnow()
+    first = {"instance_id": instance_id, "samples": [sample(now - dt.timedelta(seconds=5))]}
+    assert (await api.post("/v1/agent/metrics", json=first, headers=bearer(token))).status_code == 202
+    other = Services.build(services.settings)
+    try:
+        jti_hash = (await services.db.instances.find_one({"_id": instance_id}))["agent_jti_hash"]
+        await revoke(other.db, instance_id, jti_hash, "delete")
+    finally:
+        await other.close()
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + services.settings.agent_revocation_refresh_seconds + 5
+    codes = []
+    while asyncio.get_running_loop().time() < deadline:
+        body = {"instance_id": instance_id, "samples": [sample(utcnow())]}
+        codes.append((await api.post("/v1/agent/metrics", json=body, headers=bearer(token))).status_code)
+        if codes[-1] == 401:
+            break
+        await asyncio.sleep(0.2)
+    assert codes[-1] == 401, codes
 
 
 async def test_worker_purges_metrics_past_retention(api, services):
     import asyncio
 
+    from app.metrics.service import MetricsService
     from app.worker.runner import Worker
 
     instance_id, token = await running_instance(services)
     now = utcnow()
-    await services.db.metrics.insert_many([
-        {"instance_id": instance_id, "at": now - dt.timedelta(days=30), "cpu_percent": 1.0},
-        {"instance_id": instance_id, "at": now - dt.timedelta(minutes=1), "cpu_percent": 2.0},
-    ])
+    old, recent = now - dt.timedelta(days=30), now - dt.timedelta(minutes=1)
+    ops = repository.sample_ops(instance_id, [{"at": old, "cpu_percent": 1.0}, {"at": recent, "cpu_percent": 2.0}])
+    await services.db.metrics.bulk_write([op for op, _ in ops])
+    assert len(await stored(services, instance_id)) == 2
     stop = asyncio.Event()
     task = asyncio.create_task(Worker(services).maintain(stop))
     for _ in range(100):
-        if await services.db.metrics.count_documents({"instance_id": instance_id}) == 1:
+        if len(await stored(services, instance_id)) == 1:
             break
         await asyncio.sleep(0.05)
     stop.set()
     await task
-    left = [d["cpu_percent"] async for d in services.db.metrics.find({"instance_id": instance_id})]
-    assert left == [2.0]
+    series = await MetricsService(services).series(instance_id, now - dt.timedelta(days=60), None, 100)
+    assert [p["cpu_percent"] for p in series] == [2.0]

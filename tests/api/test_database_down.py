@@ -7,10 +7,8 @@ import uuid
 
 import pytest
 
-from app.embedded_db import EmbeddedDatabase
 from tests.api.helpers import instance_body
-from tests.conftest import FERRETDB_BINARY, make_settings
-from tests.support import free_port
+from tests.conftest import make_settings, start_database
 
 
 
@@ -20,7 +18,7 @@ async def test_database_down_gives_503_then_recovers(tmp_path, ssh_keypair):
     from app.main import create_app
     from app.services import Services
 
-    db = EmbeddedDatabase(FERRETDB_BINARY, f"127.0.0.1:{free_port()}", tmp_path / f"fdb-{uuid.uuid4().hex[:6]}").start()
+    db = start_database(tmp_path / f"db-{uuid.uuid4().hex[:6]}")
     settings = make_settings(db, tmp_path / "data")
     svc = Services.build(settings)
     await svc.db.ensure_indexes()

@@ -77,3 +77,22 @@ def test_onebox_token_command_prints_a_valid_token(tmp_path):
     assert principal.subject == "alice" and principal.is_admin
     claims = jwt.decode(out, options={"verify_signature": False})
     assert 7100 < claims["exp"] - claims["iat"] <= 7200
+
+
+def test_a_remembered_agent_token_still_expires(tmp_path):
+    """Verified agent tokens are remembered to spare the signature check, never past their exp."""
+    import time as clock
+
+    from app.auth.tokens import AGENT_TOKEN_TYPE
+
+    tokens = TokenService(Settings(jwt_secret="s" * 40, jwt_leeway_seconds=0, data_dir=tmp_path))
+    short = tokens.mint("i-1", typ=AGENT_TOKEN_TYPE, audience=tokens.agent_audience, role="agent",
+                        ttl=dt.timedelta(seconds=2), extra={"jti": "j1"})
+    assert tokens.verify_agent(short).instance_id == "i-1"
+    assert tokens.verify_agent(short).instance_id == "i-1"  # from memory
+    clock.sleep(2.5)
+    with pytest.raises(InvalidToken):
+        tokens.verify_agent(short)
+    tampered = short[:-2] + ("A" if short[-2] != "A" else "B") + short[-1]
+    with pytest.raises(InvalidToken):
+        tokens.verify_agent(tampered)  # a different text is verified afresh

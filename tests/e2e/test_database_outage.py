@@ -1,7 +1,7 @@
 """The database goes away for 10 s in the middle of real work, and comes back.
 
 While 10 instances are being provisioned by a separate worker process and agents post 100 metric
-samples a second, FerretDB is stopped for 10 s and started again on the same data. Every
+samples a second, the database server is stopped for 10 s and started again on the same data. Every
 provision completes with each step run once, the API answers 503 problems (never a 500, never a
 hang) while the database is away, and every sample the API acknowledged is stored. The API and
 the worker are processes of their own, as deployed; this test only drives them.
@@ -22,10 +22,10 @@ import httpx
 import pytest
 
 from app.clock import utcnow
-from app.embedded_db import EmbeddedDatabase
+from app.metrics.repository import stored_samples
 from tests.api.helpers import instance_body, wait_status
 from tests.api.test_agent_metrics import bearer, running_instance, sample
-from tests.conftest import FERRETDB_BINARY, make_settings
+from tests.conftest import make_settings, start_database
 from tests.e2e.cloud_support import running_onebox
 from tests.e2e.test_workers import start_api, start_worker, stop, wait_until
 from tests.support import free_port
@@ -89,8 +89,7 @@ async def post_metrics(api, agents, stop_at: float, results: list) -> None:
 
 async def test_ten_second_outage_during_provisions_and_agent_posts(tmp_path, ssh_keypair):
     data = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path
-    db = EmbeddedDatabase(FERRETDB_BINARY, f"127.0.0.1:{free_port()}", data / f"onebox-outage-{uuid.uuid4().hex[:6]}",
-                          log_path=tmp_path / "dbserver.log").start()
+    db = start_database(data / f"onebox-outage-{uuid.uuid4().hex[:6]}", tmp_path / "dbserver.log")
     # A lease longer than the outage: a worker that waited it out still owns its jobs.
     settings = make_settings(db, tmp_path / "data", lease_seconds=30.0)
     worker = server = None
@@ -151,8 +150,7 @@ async def test_ten_second_outage_during_provisions_and_agent_posts(tmp_path, ssh
             problems = [body for status, _, _, _, body, _ in results if status == 503]
             assert {p.get("code") for p in problems} == {"database_unavailable"}
             acknowledged = [(instance_id, at) for status, _, instance_id, at, body, _ in results if status == 202]
-            stored = Counter([(doc["instance_id"], doc["at"]) async for doc in svc.db.metrics.find(
-                {}, {"instance_id": 1, "at": 1})])
+            stored = Counter(await stored_samples(svc.db.metrics))
             lost = [sample for sample in acknowledged if stored[sample] != 1]
             assert lost == [], f"{len(lost)} acknowledged samples are not stored once: {lost[:5]}"
             print(f"\noutage {up_at - down_at:.1f}s: {len(results)} posts, {statuses[202]} acknowledged and "

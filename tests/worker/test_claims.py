@@ -39,3 +39,25 @@ async def test_two_workers_one_claim(services):
     await queued(services)
     first, second = await queue(services, "a").claim(), await queue(services, "b").claim()
     assert (first is None) != (second is None)
+
+
+async def test_a_live_lease_is_never_taken_even_from_a_stale_candidate(services):
+    """A worker read a job as claimable, but by the time it gets to it another worker holds it (a long-queued
+    job whose old claim looks abandoned): the live lease wins, and its holder keeps writing."""
+    from app.worker.jobs import LeaseLost
+
+    job = await queued(services, waiting=60)
+    holder = await queue(services, "holder").claim()
+    assert holder is not None
+    # The holder's claim record looks old (it has held the job for long, renewing its lease), and the other
+    # worker's candidate read predates the holder's lease: what a loaded machine produces.
+    await services.db.claims.update_one({"_id": f"{job['id']}:1"}, {"$set": {"at": utcnow() - dt.timedelta(minutes=5)}})
+    late = queue(services, "late")
+    candidate = {"_id": "job-doc", "job": {**job, "claims": 0}}
+    assert await late._take(candidate, utcnow()) is None, "the live lease was taken over"
+    await holder.update({"$set": {"note": "still mine"}})  # no LeaseLost: the holder carries on
+    try:
+        await holder.renew()
+    except LeaseLost:  # pragma: no cover - the assertion below says it better
+        pass
+    assert (await services.db.instances.find_one({"_id": "job-doc"}))["job"]["lease_owner"] == "holder"
