@@ -265,7 +265,7 @@ class QemuProvider:
     def _notice(accel: Accelerator) -> str:
         if accel.name == "kvm":
             return "the VM runs with KVM (hardware virtualization)"
-        return (f"the VM runs under TCG software emulation, which is slow: about a minute to boot "
+        return (f"the VM runs under TCG software emulation, which is slow: a boot takes a minute or more "
                 f"({accel.reason})")
 
     # --- creating and starting ----------------------------------------------

@@ -22,6 +22,7 @@ from providers.qemu.image import BootFiles, base_image
 from tests.support import free_port
 
 IMAGE_DIR = REPO_ROOT / ".data" / "qemu" / "images"
+FIGURES: dict[str, str] = {}  # measured by the tests of this tier, printed at the end of the run
 TOOLS = ("qemu-system-x86_64", "qemu-img", "genisoimage")
 VM_TIMEOUT = 1800  # pytest-timeout for a test of this tier, fixtures included (a busy machine boots slowly)
 
@@ -32,6 +33,13 @@ def pytest_collection_modifyitems(config, items):
         if here in Path(item.fspath).parents:
             item.add_marker(pytest.mark.vm)
             item.add_marker(pytest.mark.timeout(VM_TIMEOUT))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        terminalreporter.section("vm tier: real VMs under QEMU")
+        for name, value in FIGURES.items():
+            terminalreporter.write_line(f"{name}: {value}")
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,12 @@ a busy machine):
   a second worker resumes it: one QEMU process, the same one, never a second VM;
 * it turns ``running`` and ``healthy`` from the agent inside the guest (posting to onebox over the
   user network, at 10.0.2.2), with the guest's own figures;
-* SSH as the user works, ``sudo -n true`` succeeds, the agent is an enabled, active systemd unit;
+* SSH as the user works, ``sudo -n true`` succeeds, the agent is an enabled, active systemd unit, the
+  bootstrap script ran (as root, once, its output and exit code in the events);
 * the guest's cloud-init was given exactly ``providers.cloudinit.cloud_config`` (EC2's user data);
 * a snapshot of it boots as the child, with the file written before, and the child reaches the
-  parent on the private network;
+  parent on the private network; the agent's unit started at the child's boot by itself (the parent's
+  configured disk, booted again: what a reboot does);
 * deleting both leaves no QEMU process and no disk file.
 """
 
@@ -34,10 +36,11 @@ from tests.api.helpers import wait_status
 from tests.conftest import make_settings
 from tests.e2e.test_workers import start_worker, stop
 from tests.support import free_port
-from tests.vm.conftest import IMAGE_DIR
+from tests.vm.conftest import FIGURES, IMAGE_DIR
 
 BOOT = 1500.0  # seconds a VM may take from POST to running (boot + configuration), on a busy machine
 PROOF = "written-before-the-snapshot"
+BOOTSTRAP = "#!/bin/sh\nid -un > /var/tmp/bootstrap-ran-as\necho bootstrap done on $(hostname)\n"
 
 
 @dataclass
@@ -133,7 +136,21 @@ async def events_of(box: Box, instance_id: str) -> list[dict]:
     return (await box.api.get(f"/v1/instances/{instance_id}/events", headers=box.headers)).json()
 
 
-async def running(box: Box, instance_id: str) -> dict:
+def load() -> str:
+    return open("/proc/loadavg").read().split()[0]
+
+
+def footprint(box: Box, instance_id: str) -> str:
+    """The QEMU process's resident memory and the instance's own disk files, as the host sees them."""
+    inst = box.provider.instances_dir / instance_id
+    (pid,) = box.qemu_pids(instance_id)
+    rss = int(open(f"/proc/{pid}/status").read().split("VmRSS:")[1].split()[0]) // 1024
+    disk = sum(p.stat().st_blocks * 512 for p in inst.glob("disk*.qcow2")) // 2**20
+    return f"QEMU RSS {rss} MiB, own disk {disk} MB"
+
+
+async def running(box: Box, instance_id: str, posted: float) -> dict:
+    """The instance once ``running`` (``posted``: when it was asked for), its figures noted."""
     path = f"/v1/instances/{instance_id}"
     try:
         inst = await wait_status(box.api, path, box.headers, {"running", "failed"}, BOOT)
@@ -143,6 +160,16 @@ async def running(box: Box, instance_id: str) -> dict:
     if inst["status"] != "running":
         events = await events_of(box, instance_id)
         raise AssertionError((inst["error"], [(e["type"], e["message"][:160]) for e in events[-12:]]))
+    events = await events_of(box, instance_id)
+    configured = [e["at"] for e in events if e["type"] in ("ssh.host_key", "configure.done")]
+    booted = ""
+    if len(configured) == 2:
+        seconds = (dt.datetime.fromisoformat(configured[1].replace("Z", "+00:00"))
+                   - dt.datetime.fromisoformat(configured[0].replace("Z", "+00:00"))).total_seconds()
+        booted = f", of which configuration {seconds:.0f} s"
+    FIGURES[f"{inst['name']}: POST to running"] = (f"{time.monotonic() - posted:.0f} s{booted} "
+                                                     f"(load average {load()} at the end)")
+    FIGURES[f"{inst['name']}: once configured"] = footprint(box, instance_id)
     return inst
 
 
@@ -150,7 +177,9 @@ async def running(box: Box, instance_id: str) -> dict:
 async def parent(box, worker_stopped_at_end, ssh_keypair):
     """The first VM: its create survives a worker SIGKILLed right after QEMU started it."""
     body = {"name": "parent", "provider": "qemu", "region": "local", "machine_type": "medium",
-            "image": "debian-12", "ssh_user": "alice", "ssh_public_key": ssh_keypair.public}
+            "image": "debian-12", "ssh_user": "alice", "ssh_public_key": ssh_keypair.public,
+            "bootstrap_script": BOOTSTRAP}
+    posted = time.monotonic()
     created = await box.api.post("/v1/instances", json=body, headers=box.headers)
     assert created.status_code == 202, created.text
     instance_id = created.json()["id"]
@@ -169,7 +198,7 @@ async def parent(box, worker_stopped_at_end, ssh_keypair):
     doc = await box.svc.db.instances.find_one({"_id": instance_id})
     box.state["steps_done_after_kill"] = list(doc["job"]["steps_done"])
     box.start_worker()
-    return await running(box, instance_id)
+    return await running(box, instance_id, posted)
 
 
 def test_worker_killed_during_create_resumes_without_a_second_vm(box, parent):
@@ -208,11 +237,15 @@ async def test_healthy_from_the_agent_inside_the_guest(box, parent):
     assert 0 < series[-1]["uptime_seconds"] < alive_for, (series[-1], alive_for)
 
 
-def test_ssh_as_the_user_sudo_and_the_agent_unit(box, parent, ssh_keypair):
+async def test_ssh_as_the_user_sudo_the_agent_unit_and_the_bootstrap_script(box, parent, ssh_keypair):
     result = box.ssh(ssh_keypair, parent, "id -un && sudo -n true && echo sudo-ok && "
-                                          "systemctl is-active onebox-agent && systemctl is-enabled onebox-agent")
+                                          "systemctl is-active onebox-agent && systemctl is-enabled onebox-agent && "
+                                          "cat /var/tmp/bootstrap-ran-as")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["alice", "sudo-ok", "active", "enabled"], result.stdout
+    assert result.stdout.split() == ["alice", "sudo-ok", "active", "enabled", "root"], result.stdout
+    events = await events_of(box, parent["id"])
+    assert any(e["type"] == "bootstrap.exit" and e["message"].endswith(" 0") for e in events)
+    assert any(e["type"] == "bootstrap.output" and "bootstrap done on parent" in e["message"] for e in events)
 
 
 def test_the_guest_booted_with_the_shared_cloud_config(box, parent, ssh_keypair):
@@ -238,11 +271,14 @@ async def child(box, parent, ssh_keypair):
     snap = await wait_status(box.api, f"/v1/snapshots/{snap.json()['id']}", box.headers, {"available", "failed"}, 300)
     assert snap["status"] == "available", snap
     box.state["snapshot"] = snap
+    snap_dir = box.provider.snapshots_dir / snap["id"]
+    FIGURES["snapshot"] = f"{(snap_dir / 'disk.qcow2').stat().st_blocks * 512 // 2**20} MB (flattened)"
     body = {"name": "child", "provider": "qemu", "region": "local", "machine_type": "medium",
             "snapshot_id": snap["id"], "ssh_user": "alice", "ssh_public_key": ssh_keypair.public}
+    posted = time.monotonic()
     created = await box.api.post("/v1/instances", json=body, headers=box.headers)
     assert created.status_code == 202, created.text
-    return await running(box, created.json()["id"])
+    return await running(box, created.json()["id"], posted)
 
 
 async def test_instance_from_the_snapshot_has_the_file_and_reaches_the_parent_privately(box, parent, child,
@@ -255,6 +291,17 @@ async def test_instance_from_the_snapshot_has_the_file_and_reaches_the_parent_pr
     assert " 0% packet loss" in result.stdout
     keys = {doc["_id"]: doc["ssh_host_keys"] async for doc in box.svc.db.instances.find({}, {"ssh_host_keys": 1})}
     assert keys[parent["id"]] != keys[child["id"]], "the child made host keys of its own at its first boot"
+
+
+def test_the_agent_unit_comes_back_at_boot(box, child, ssh_keypair):
+    """The child's disk is the parent's, configured: booting it is what a reboot of the parent does. systemd
+    started the agent at boot, before onebox configured this VM, and configuration restarted it with the
+    child's own token (so the journal of this boot has both starts)."""
+    result = box.ssh(ssh_keypair, child, "sudo journalctl -b -u onebox-agent -o short-monotonic --no-pager | "
+                                         "grep -c 'Started onebox-agent.service'; systemctl is-active onebox-agent")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    starts, state = result.stdout.split()
+    assert int(starts) >= 2 and state == "active", result.stdout
 
 
 async def test_delete_leaves_no_process_and_no_disk(box, parent, child):

@@ -166,3 +166,22 @@ def test_the_image_recipe_names_the_image(tmp_path):
     result = subprocess.run([str(scripts / "build.sh"), "windows-95", str(tmp_path / "out")], capture_output=True,
                             text=True)
     assert result.returncode == 2 and "unknown image alias" in result.stderr
+
+
+def test_the_seed_carries_the_shared_cloud_config_verbatim(qemu, ssh_keypair):
+    from providers.cloudinit import cloud_config
+
+    admin = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOneboxAdminKeyForConfigurationOnly000000000 onebox-configure"
+    s = spec(ssh_keypair, admin_ssh_public_key=admin, name="seeded")
+    qemu.create_instance(s)
+    iso = str(qemu.instances_dir / s.instance_id / "seed.iso")
+    assert "Volume id: cidata" in subprocess.run(["isoinfo", "-d", "-i", iso], capture_output=True, text=True).stdout
+
+    def read(name: str) -> str:
+        return subprocess.run(["isoinfo", "-R", "-i", iso, "-x", f"/{name}"], capture_output=True, text=True,
+                              check=True).stdout
+
+    assert read("user-data") == cloud_config(s)
+    assert json.loads(read("meta-data")) == {"instance-id": s.instance_id, "local-hostname": "seeded"}
+    private = json.loads(read("network-config"))["ethernets"]["private"]
+    assert private["addresses"] == [qemu.get_instance(s.ref).private_ip + "/24"]
