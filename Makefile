@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: install run test fuzz bench bench-tools mongo-server sshd browser qemu qemu-image clean
+.PHONY: install run test fuzz bench bench-tools mongo-server sshd browser qa-tools qemu qemu-image clean
 
 install: .venv/.synced mongo-server sshd
 
@@ -70,8 +70,17 @@ qemu-image: qemu .venv/.synced
 run: install $(if $(findstring qemu,$(ONEBOX_PROVIDERS)),qemu)
 	ONEBOX_DEV_LOGIN=1 .venv/bin/onebox serve --port $(PORT)
 
+# QA suites run the VM's own packages; on the local provider the "VM" is this machine, so the tests
+# need iperf3, fio and sysbench here (a real VM gets them from the QA run's Ansible role).
+qa-tools:
+	@missing=""; for tool in iperf3 fio sysbench; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing for the QA suites' tests"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
 # The vm tier (tests/vm) boots real VMs from the image built here.
-test: install browser qemu-image
+test: install browser qa-tools qemu-image
 	.venv/bin/pytest
 
 # Load generators for `make bench`: wrk (Debian) for the most a server answers, vegeta (pinned in

@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from app.auth.deps import CurrentUser
 from app.auth.tokens import Principal
 from app.clock import utcnow
+from app.db import is_duplicate_key
 
 
 class AuditLog:
@@ -34,9 +35,18 @@ def _entry(actor: str, role: str, action: str, target_type: str, target_id: str,
 
 
 async def record_system_action(db, actor: str, action: str, target_type: str, target_id: str,
-                               **detail: str) -> None:
-    """An action onebox took by itself (the reaper), in the same log as the users' own."""
-    await db.audit.insert_one(_entry(actor, "system", action, target_type, target_id, None, detail))
+                               entry_id: str | None = None, **detail: str) -> None:
+    """An action onebox took by itself (the reaper, a policy), in the same log as the users' own. With
+    ``entry_id`` the entry is written at most once, however often this is called (after a crash, say)."""
+    entry = _entry(actor, "system", action, target_type, target_id, None, detail)
+    if entry_id is None:
+        await db.audit.insert_one(entry)
+        return
+    try:
+        await db.audit.insert_one({"_id": entry_id, **entry})
+    except Exception as exc:
+        if not is_duplicate_key(exc):
+            raise
 
 
 async def audit_log(request: Request, user: CurrentUser) -> AuditLog:

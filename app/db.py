@@ -112,12 +112,24 @@ class Database:
         self.idempotency = self.db["idempotency"]
         self.claims = self.db["claims"]
         self.delete_requests = self.db["delete_requests"]
+        self.action_requests = self.db["action_requests"]  # stop, start, reboot (app.lifecycle.action_requests)
+        self.lifecycle_settings = self.db["lifecycle_settings"]  # TTL, idle, … per instance (app.policies)
+        self.policies = self.db["policies"]  # admins' ceilings and defaults per user (app.policies)
+        self.notices = self.db["notices"]  # warnings sent once (TTL), by unique id (app.policies.checks)
         self.metrics = self.db["metrics"]  # buckets of samples and each instance's latest (app.metrics.repository)
         self.agent_revocations = self.db["agent_revocations"]
+        self.agent_pauses = self.db["agent_pauses"]  # tokens of stopped instances (app.metrics.pauses)
         self.quotas = self.db["quotas"]
         self.quota_slots = self.db["quota_slots"]
         self.rate_limits = self.db["rate_limits"]
         self.audit = self.db["audit"]
+        # QA runs (app/qa): runs with their jobs, results kept for baselines and comparisons, admin baselines,
+        # one lock per instance under test, cancel requests.
+        self.qa_runs = self.db["qa_runs"]
+        self.qa_results = self.db["qa_results"]
+        self.qa_baselines = self.db["qa_baselines"]
+        self.qa_locks = self.db["qa_locks"]
+        self.qa_cancel_requests = self.db["qa_cancel_requests"]
 
     async def ensure_indexes(self) -> None:
         await self.instances.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
@@ -126,17 +138,26 @@ class Database:
         await self.snapshots.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
         await self.snapshots.create_index([("job.not_before", ASCENDING)])
         await self.delete_requests.create_index([("job.not_before", ASCENDING)])
+        await self.action_requests.create_index([("job.not_before", ASCENDING)])
+        await self.notices.create_index([("at", ASCENDING)])
         await self.events.create_index([("instance_id", ASCENDING), ("at", ASCENDING)])
         await self.metrics.create_index([("instance_id", ASCENDING), ("start", ASCENDING)])
         await self.metrics.create_index([("start", ASCENDING)])
         await self.metrics.create_index([("at", ASCENDING)])
         await self.agent_revocations.create_index([("at", ASCENDING)])
+        await self.agent_pauses.create_index([("at", ASCENDING)])
         await self.quota_slots.create_index([("owner", ASCENDING), ("kind", ASCENDING)])
         await self.quota_slots.create_index([("holder", ASCENDING)])
         await self.audit.create_index([("at", DESCENDING)])
         await self.rate_limits.create_index([("user", ASCENDING), ("window", ASCENDING)])
         await self.rate_limits.create_index([("expires_at", ASCENDING)])
         await self.idempotency.create_index([("owner", ASCENDING), ("key", ASCENDING)], unique=True)
+        await self.qa_runs.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
+        await self.qa_runs.create_index([("job.not_before", ASCENDING)])
+        await self.qa_results.create_index([("suite", ASCENDING), ("check", ASCENDING), ("provider", ASCENDING),
+                                            ("machine_type", ASCENDING), ("at", DESCENDING)])
+        await self.qa_results.create_index([("run_id", ASCENDING)])
+        await self.qa_locks.create_index([("run_id", ASCENDING)])
 
     async def ping(self, timeout: float = 2.0) -> bool:
         try:

@@ -13,7 +13,7 @@ import re
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-ID_PATTERN = re.compile(r"^[is]-[0-9a-hjkmnp-tv-z]{26}$")
+ID_PATTERN = re.compile(r"^[iqs]-[0-9a-hjkmnp-tv-z]{26}$")  # instances, QA runs, snapshots
 
 
 def _encode(value: int, length: int) -> str:
@@ -47,6 +47,10 @@ def new_instance_id() -> str:
 
 def new_snapshot_id() -> str:
     return new_id("s")
+
+
+def new_qa_run_id() -> str:
+    return new_id("q")
 
 
 def looks_like_id(value: str) -> bool:

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from app.api import admin, agent, catalog, health, instances, snapshots, web
+from app.api import admin, agent, catalog, health, instances, policies, qa, snapshots, web
 from app.problems import Problem, install, problem_response
 from app.services import Services
 from app.settings import Settings, get_settings
@@ -151,7 +151,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(snapshots.router)
     app.include_router(agent.router)
     app.include_router(admin.router)
+    app.include_router(policies.router)
     app.include_router(catalog.router)
+    app.include_router(qa.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
@@ -161,7 +163,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # Exact origins only (a wildcard is refused by settings): tokens travel in the Authorization header,
         # so no cookies are needed and credentials stay off.
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
-                           allow_methods=["GET", "POST", "PUT", "DELETE"],
+                           allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
                            expose_headers=["Location", "Retry-After"], max_age=600)
     return app

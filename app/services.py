@@ -20,6 +20,7 @@ class Services:
     providers: ProviderRegistry
     events: EventLog
     agent_revocations: object = field(default=None)  # this process's copy of the withdrawn agent tokens
+    agent_pauses: object = field(default=None)  # … and of the tokens of stopped instances (app.metrics.pauses)
     metrics_writer: object = field(default=None)  # group commit of agent samples, one per process
 
     @classmethod
@@ -38,6 +39,10 @@ class Services:
 
         if self.agent_revocations is None:
             self.agent_revocations = RevocationSet(self.settings.agent_revocation_refresh_seconds)
+        if self.agent_pauses is None:
+            from app.metrics.pauses import PauseSet
+
+            self.agent_pauses = PauseSet(self.settings.agent_revocation_refresh_seconds)
         if self.metrics_writer is None:
             from app.metrics.writer import MetricsWriter
 

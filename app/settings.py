@@ -13,7 +13,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +45,49 @@ class GoofysBucket(BaseModel):
     bucket: str
     mountpoint: str
     endpoint: str | None = None
+
+
+PowerAction = Literal["stop", "delete"]
+
+
+class PolicyLimits(BaseModel):
+    """Ceilings and defaults for the lifecycle of users' instances (TTL, idle autostop, stopped-then-deleted).
+
+    Used in three layers, the most specific first: a user's policy, the ``_default`` policy (both set by
+    admins through ``PUT /v1/admin/policies/{user}``), then ``ONEBOX_POLICY``. A field left null is taken
+    from the next layer. ``max_*`` are ceilings a user may only go under; ``default_*`` apply to instances
+    that set nothing themselves."""
+
+    model_config = {"extra": "forbid", "json_schema_extra": {"examples": [
+        {"max_ttl_seconds": 86400, "default_ttl_seconds": 28800, "max_idle_minutes": 120, "default_idle_minutes": 60,
+         "allowed_on_idle": ["stop"], "max_stopped_days": 14}]}}
+
+    max_ttl_seconds: int | None = Field(default=None, ge=60, le=10 * 365 * 86400,
+                                        description="longest run before the TTL rule acts")
+    default_ttl_seconds: int | None = Field(default=None, ge=60, le=10 * 365 * 86400)
+    default_on_expiry: PowerAction | None = Field(default=None, description="what the TTL does; stop when unset")
+    max_idle_minutes: int | None = Field(default=None, ge=1, le=7 * 1440,
+                                         description="longest idle window before the idle rule acts")
+    default_idle_minutes: int | None = Field(default=None, ge=1, le=7 * 1440)
+    allowed_on_idle: list[PowerAction] | None = Field(default=None, min_length=1, max_length=2,
+                                                      description="what users may choose for on_idle")
+    default_on_idle: PowerAction | None = None
+    max_stopped_days: int | None = Field(default=None, ge=1, le=3650,
+                                         description="longest an instance may stay stopped before it is deleted")
+    default_stopped_days: int | None = Field(default=None, ge=1, le=3650)
+
+    @model_validator(mode="after")
+    def _defaults_within_ceilings(self) -> "PolicyLimits":
+        for field, ceiling in (("default_ttl_seconds", "max_ttl_seconds"),
+                               ("default_idle_minutes", "max_idle_minutes"),
+                               ("default_stopped_days", "max_stopped_days")):
+            value, limit = getattr(self, field), getattr(self, ceiling)
+            if value is not None and limit is not None and value > limit:
+                raise ValueError(f"{field} ({value}) is above {ceiling} ({limit})")
+        if self.allowed_on_idle is not None and self.default_on_idle is not None \
+                and self.default_on_idle not in self.allowed_on_idle:
+            raise ValueError(f"default_on_idle ({self.default_on_idle}) is not in allowed_on_idle")
+        return self
 
 
 class Settings(BaseSettings):
@@ -130,6 +173,33 @@ class Settings(BaseSettings):
                                                                    "before its left-over resources are removed")
     metrics_max_future_seconds: int = 300
 
+    # --- day-2 lifecycle: stop/start/reboot, TTL, idle autostop, policies (app.policies) ------------
+    stop_timeout_seconds: float = Field(default=600.0, gt=0, description="how long a stop may take before it "
+                                                                         "is retried (start and reboot use "
+                                                                         "wait_running_timeout_seconds)")
+    scheduler_enabled: bool = Field(default=True, description="the scheduler (one process at a time) that "
+                                                              "applies TTL, idle and stopped-too-long rules")
+    scheduler_interval_seconds: float = Field(default=60.0, gt=0, description="how often it checks every instance")
+    policy: PolicyLimits = Field(default_factory=PolicyLimits,
+                                 description='JSON {"max_ttl_seconds": 86400, ...}: the policy of everyone, under '
+                                             'the _default and per-user policies admins set through the API')
+    policy_time_scale: float = Field(default=1.0, gt=0, le=1.0,
+                                     description="tests and demos only: every policy duration (TTL, idle window, "
+                                                 "stopped days, warning leads) is multiplied by this")
+    ttl_warning_seconds: Annotated[list[int], NoDecode] = Field(
+        default=[3600, 600], description="warning events this long before a TTL acts (comma-separated)")
+    idle_cpu_percent: float = Field(default=10.0, ge=0, le=100, description="busy at or above this CPU use")
+    idle_gpu_percent: float = Field(default=5.0, ge=0, le=100, description="busy at or above this use of any GPU")
+    idle_gpu_memory_percent: float = Field(default=10.0, ge=0, le=100,
+                                           description="busy at or above this share of any GPU's memory in use")
+    idle_gpu_power_percent: float = Field(default=30.0, ge=0, le=100,
+                                          description="busy at or above this share of any GPU's power limit")
+    idle_network_bytes_per_second: float = Field(default=50_000, ge=0, description="busy at or above this "
+                                                                                   "traffic, in and out")
+    idle_disk_bytes_per_second: float = Field(default=100_000, ge=0, description="busy at or above this disk "
+                                                                                 "I/O, read and written")
+    idle_ssh_sessions: int = Field(default=1, ge=1, description="busy with this many logged-in SSH sessions")
+
     # --- providers ----------------------------------------------------------
     providers: Annotated[list[str], NoDecode] = Field(default=["local"], description="enabled providers")
     provider_threads: int = Field(default=16, description="cloud SDK calls in flight at once per process")
@@ -153,6 +223,20 @@ class Settings(BaseSettings):
     goofys_url: str | None = Field(default=None, description="where to download goofys; unset = not installed")
     goofys_sha256: str | None = None
     goofys_buckets: list[GoofysBucket] = Field(default_factory=list, description="JSON list of {bucket, mountpoint, endpoint?}")
+
+    # --- QA runs (app/qa) ---------------------------------------------------
+    qa_baseline_runs: int = Field(default=5, ge=1, le=100, description="a derived baseline is the median of this "
+                                                                       "many latest passed runs")
+    qa_baseline_min_runs: int = Field(default=3, ge=1, le=100, description="passed runs needed before a baseline "
+                                                                           "is derived from them")
+    qa_host_address: str | None = Field(default=None, description="onebox's host as instances reach it: the far "
+                                                                  "end of a one-instance network test (unset: "
+                                                                  "127.0.0.1 for local instances, skipped elsewhere)")
+    qa_iperf3_port: int = Field(default=5201, ge=1024, le=65535, description="the iperf3 server's port on an instance")
+    qa_prepare_timeout_seconds: float = Field(default=900.0, gt=0, description="installing a run's tools (Ansible)")
+    qa_install: Literal["when_missing", "always"] = Field(
+        default="when_missing", description="when a run's tools are installed with playbooks/qa.yml: only when one "
+                                            "is missing on an instance, or on every run")
 
     # --- worker -------------------------------------------------------------
     worker_concurrency: int = 8
@@ -220,7 +304,7 @@ class Settings(BaseSettings):
     azure_polling_interval: float = 5.0
 
     @field_validator("providers", "inject_faults", "test_kill_at", "aws_regions", "gcp_zones", "azure_locations",
-                     "url_allowlist", "jwks_allowed_hosts", "cors_origins",
+                     "url_allowlist", "jwks_allowed_hosts", "cors_origins", "ttl_warning_seconds",
                      mode="before")
     @classmethod
     def _comma_list(cls, value):

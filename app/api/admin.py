@@ -23,6 +23,7 @@ class AuditEntry(BaseModel):
     target_type: str
     target_id: str
     address: str | None = None
+    detail: dict[str, str | None] | None = Field(default=None, description="e.g. the rule a policy action followed")
 
 
 class QuotaUpdate(BaseModel):

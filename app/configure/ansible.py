@@ -2,9 +2,11 @@
 
 ``run_playbook`` blocks (the worker calls it in a thread). It writes the
 inventory, extra vars and the user's bootstrap script into a fresh private
-data directory, runs ``playbooks/configure.yml`` with a timeout, turns task
-events into instance events through ``on_event``, and removes the directory
-afterwards: it holds the agent token and must not linger.
+data directory, runs ``playbooks/configure.yml`` (or another playbook: a QA
+run's ``playbooks/qa.yml``, against all its instances at once) with a
+timeout, turns task events into instance events through ``on_event``, and
+removes the directory afterwards: it holds the agent token and must not
+linger.
 
 User-supplied values never pass through Jinja: the bootstrap script travels as
 a file the playbook copies verbatim, and the other values are data in extra
@@ -41,6 +43,8 @@ class PlaybookTarget:
     login: str  # the account Ansible logs in as
     private_key: Path
     known_hosts: list[str]  # the instance's host key lines, recorded on first contact
+    name: str = "instance"  # its name in the inventory (several targets: one play over all of them)
+    host_vars: dict[str, Any] = field(default_factory=dict)  # onebox's own values only, never user input
     connect_timeout: int = 15  # seconds one SSH connection may take (a slow emulated guest needs more)
 
 
@@ -88,13 +92,14 @@ def _result_message(res: dict[str, Any]) -> str:
 
 
 def run_playbook(
-    target: PlaybookTarget,
+    target: PlaybookTarget | list[PlaybookTarget],
     extravars: dict[str, Any],
     bootstrap_script: str | None,
     on_event: Callable[[str, str, str | None], None],
     *,
     timeout: float,
     work_root: Path,
+    playbook: Path = PLAYBOOK,
 ) -> PlaybookResult:
     import ansible_runner
 
@@ -103,7 +108,8 @@ def run_playbook(
     try:
         (private_dir / "env").mkdir()
         known_hosts = private_dir / "known_hosts"
-        known_hosts.write_text("".join(line.strip() + "\n" for line in target.known_hosts))
+        targets = target if isinstance(target, list) else [target]
+        known_hosts.write_text("".join(line.strip() + "\n" for t in targets for line in t.known_hosts))
         extravars = dict(extravars)
         extravars["onebox_bootstrap_file"] = ""  # our own path, not user input
         if bootstrap_script is not None:
@@ -111,15 +117,17 @@ def run_playbook(
             script.write_text(bootstrap_script)  # data, never a template
             script.chmod(0o600)
             extravars["onebox_bootstrap_file"] = str(script)
-        inventory = {"all": {"hosts": {"instance": {
-            "ansible_host": target.host,
-            "ansible_port": target.port,
-            "ansible_user": target.login,
-            "ansible_ssh_private_key_file": str(target.private_key),
-        }}}}
+        inventory = {"all": {"hosts": {t.name: {
+            **t.host_vars,
+            "ansible_host": t.host,
+            "ansible_port": t.port,
+            "ansible_user": t.login,
+            "ansible_ssh_private_key_file": str(t.private_key),
+        } for t in targets}}}
+        connect_timeout = max(t.connect_timeout for t in targets)  # one SSH setting for the play: the most patient
         control_dir = Path(tempfile.mkdtemp(prefix="cp-", dir="/tmp"))  # a short path: sockets have a length limit
         ssh_args = (f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o ControlMaster=auto "
-                    f"-o ControlPersist=30s -o ServerAliveInterval=15 -o ConnectTimeout={target.connect_timeout} "
+                    f"-o ControlPersist=30s -o ServerAliveInterval=15 -o ConnectTimeout={connect_timeout} "
                     f"-o IdentitiesOnly=yes")
         envvars = {
             "ANSIBLE_HOST_KEY_CHECKING": "True",
@@ -130,7 +138,7 @@ def run_playbook(
             "ANSIBLE_NOCOLOR": "True",
             "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
             "ANSIBLE_ROLES_PATH": str(PLAYBOOK.parent / "roles"),
-            "ANSIBLE_TIMEOUT": str(max(30, target.connect_timeout)),
+            "ANSIBLE_TIMEOUT": str(max(30, connect_timeout)),
             "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
         }
         result = PlaybookResult(status="unknown", rc=-1)
@@ -140,6 +148,8 @@ def run_playbook(
             data = event.get("event_data") or {}
             task = (data.get("task") or "").strip()
             res = data.get("res") or {}
+            if len(targets) > 1 and data.get("host"):
+                task = f"{task} ({data['host']})"  # one play over several instances: say which one
             if kind == "playbook_on_task_start":
                 on_event("ansible.task", f"task: {task}", task)
             elif kind == "runner_on_ok":
@@ -165,7 +175,7 @@ def run_playbook(
 
         runner = ansible_runner.run(
             private_data_dir=str(private_dir),
-            playbook=str(PLAYBOOK),
+            playbook=str(playbook),
             inventory=inventory,
             extravars=unsafe(extravars),
             envvars=envvars,

@@ -1,4 +1,4 @@
-"""An instance's events and status changes as Server-Sent Events, read by polling the database.
+"""An instance's (or a QA run's) events and status changes as Server-Sent Events, read by polling the database.
 
 Events are written by whichever process runs the instance's job (an
 in-process worker or a separate ``onebox worker``), so nothing in this
@@ -21,7 +21,9 @@ The contract, for frontends (also in the README):
   ``failed`` with no job left and no delete waiting to be carried out (a
   failed instance can still be deleted later; a new stream would show that).
   Every event written up to the final transition (its own ``status`` event
-  included) is sent before ``end``.
+  included) is sent before ``end``. ``running`` and ``stopped`` are steady but
+  not final: a stop, start, reboot or a policy may move the instance on at any
+  time, so the stream stays open (until ``events_stream_max_seconds``).
 * ``event: reconnect`` — the stream reached ``events_stream_max_seconds``
   (a token is checked once per connection, so streams do not outlive it by
   long); reconnect with ``Last-Event-ID``.
@@ -34,6 +36,12 @@ The contract, for frontends (also in the README):
 Ordering: events are sent in (``at``, id) order as they become visible. An
 event another process stored with a timestamp up to ``LOOKBACK`` older than
 the newest one sent is still sent within the same stream (late, not lost).
+
+A QA run's stream (``GET /v1/qa-runs/{id}/events/stream``) is the same
+machinery over another ``Subject``: its status message carries ``{status,
+error, updated_at}``, each event is an ``event: qa`` message, and it ends once
+the run reached a final status (passed, failed, error, cancelled) with its job
+done.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from app.clock import as_utc
+from app.lifecycle.states import FINAL_INSTANCE_STATUSES
 from app.services import Services
 
 CURSOR_RE = re.compile(r"^(0|(\d{1,16})-([0-9a-f]{24}))$")
@@ -94,29 +103,48 @@ def _json_default(value: Any) -> Any:
 
 
 def is_final(doc: dict[str, Any], delete_pending: bool) -> bool:
-    return doc["status"] == "deleted" or (doc["status"] == "failed" and doc.get("job") is None and not delete_pending)
+    return doc["status"] in FINAL_INSTANCE_STATUSES or (
+        doc["status"] == "failed" and doc.get("job") is None and not delete_pending)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a stream follows: where its status lives, what the status message carries, when it is over."""
+
+    collection: str
+    fields: tuple[str, ...]  # the ``status`` message's fields (``updated_at`` is always added)
+    event_name: str  # the SSE event name of one of its events
+    final: Callable[[dict[str, Any], bool], bool]
+    deletable: bool  # a failed one may still be deleted: look for a pending delete request
+
+
+INSTANCE = Subject("instances", STATUS_FIELDS, "instance", is_final, deletable=True)
+QA_RUN = Subject("qa_runs", ("status", "error"), "qa",
+                 lambda doc, _: doc["status"] in ("passed", "failed", "error", "cancelled") and doc.get("job") is None,
+                 deletable=False)
 
 
 class EventStream:
     """One client's stream; ``run`` yields the bytes to send."""
 
     def __init__(self, services: Services, instance_id: str, start: Position,
-                 is_disconnected: Callable[[], Awaitable[bool]]) -> None:
+                 is_disconnected: Callable[[], Awaitable[bool]], subject: Subject = INSTANCE) -> None:
         self.services = services
         self.db = services.db
-        self.instance_id = instance_id
+        self.subject = subject
+        self.instance_id = instance_id  # the events' key: an instance id, or a QA run id
         self.start = start
         self.position = start
         self.sent: dict[str, int] = {}  # event ids sent within LOOKBACK of the position → their at (ms)
         self.is_disconnected = is_disconnected
 
     async def _status(self) -> tuple[dict[str, Any] | None, bool]:
-        doc = await self.db.instances.find_one(
-            {"_id": self.instance_id}, {**{f: 1 for f in STATUS_FIELDS}, "updated_at": 1, "job": 1})
+        doc = await self.db.db[self.subject.collection].find_one(
+            {"_id": self.instance_id}, {**{f: 1 for f in self.subject.fields}, "updated_at": 1, "job": 1})
         if doc is None:
             return None, False
         pending = False
-        if doc["status"] == "failed" and doc.get("job") is None:
+        if self.subject.deletable and doc["status"] == "failed" and doc.get("job") is None:
             request = await self.db.delete_requests.find_one({"_id": self.instance_id}, {"job": 1})
             pending = request is not None and request.get("job") is not None
         return doc, pending
@@ -160,19 +188,20 @@ class EventStream:
             if doc is None:
                 yield sse("end", {"status": None}, str(self.position))
                 return
-            status = tuple(doc.get(f) for f in STATUS_FIELDS)
+            fields = self.subject.fields
+            status = tuple(doc.get(f) for f in fields)
             if status != last_status:
                 last_status = status
-                payload = {f: doc.get(f) for f in STATUS_FIELDS} | {"updated_at": doc.get("updated_at")}
+                payload = {f: doc.get(f) for f in fields} | {"updated_at": doc.get("updated_at")}
                 yield sse("status", payload, str(self.position))
                 last_sent = time.monotonic()
             for event in await self._new_events():
                 self._remember(event)
                 payload = {"at": event["at"], "type": event["type"], "step": event.get("step"),
                            "message": event["message"]}
-                yield sse("instance", payload, str(self.position))
+                yield sse(self.subject.event_name, payload, str(self.position))
                 last_sent = time.monotonic()
-            if is_final(doc, delete_pending):
+            if self.subject.final(doc, delete_pending):
                 # The final transition writes its own "status" event just after the status: wait for it.
                 final_since = final_since or time.monotonic()
                 updated_ms = _ms(doc["updated_at"]) if doc.get("updated_at") else 0

@@ -11,6 +11,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.policies.models import (
+    ExpiresAt,
+    IdleMinutes,
+    LastRequest,
+    OnExpiry,
+    OnIdle,
+    Schedule,
+    StoppedDays,
+    TtlSeconds,
+)
 from app.validation import NAME_PATTERN, SSH_USER_PATTERN, check_labels, check_ssh_public_key, check_ssh_user
 
 ProviderName = Literal["aws", "gcp", "azure", "local", "qemu"]
@@ -84,6 +94,13 @@ class InstanceCreate(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict, description="up to 32 key/value labels, copied to the cloud")
     buckets: list[BucketMount] = Field(default_factory=list, max_length=8,
                                        description="buckets to mount with goofys (when the service has goofys)")
+    # Lifecycle rules (README "Lifecycle"): also changed later with PATCH /v1/instances/{id}.
+    ttl_seconds: TtlSeconds = None
+    expires_at: ExpiresAt = None
+    on_expiry: OnExpiry = None
+    idle_minutes: IdleMinutes = None
+    on_idle: OnIdle = None
+    delete_after_stopped_days: StoppedDays = None
 
     @field_validator("ssh_public_key")
     @classmethod
@@ -124,7 +141,8 @@ class GpuHealth(BaseModel):
 
 
 class Health(BaseModel):
-    state: Literal["healthy", "stale", "unknown"] = "unknown"
+    state: Literal["healthy", "stale", "unknown", "stopped"] = Field(
+        default="unknown", description="stopped: the VM is stopped and its agent is not expected to report")
     last_seen_at: dt.datetime | None = None
     cpu_percent: float | None = None
     memory_percent: float | None = None
@@ -152,6 +170,17 @@ class InstancePublic(BaseModel):
     ssh_user: str
     labels: dict[str, str] = Field(default_factory=dict)
     health: Health = Field(default_factory=Health)
+    ttl_seconds: int | None = None
+    expires_at: dt.datetime | None = Field(default=None, description="the instance's own deadline (from "
+                                                                      "ttl_seconds or as given)")
+    on_expiry: Literal["stop", "delete"] | None = None
+    idle_minutes: int | None = None
+    on_idle: Literal["stop", "delete"] | None = None
+    delete_after_stopped_days: int | None = None
+    schedule: Schedule | None = Field(default=None, description="what the lifecycle rules will do, the policy "
+                                                                "included; null once deleted")
+    last_request: LastRequest | None = Field(default=None, description="the last stop, start or reboot, and who "
+                                                                       "asked for it")
     created_at: dt.datetime
     updated_at: dt.datetime
 

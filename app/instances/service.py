@@ -1,8 +1,11 @@
 """The rules of instances: who may see what, what may be created, how deletes go.
 
 Requests never call a cloud: creating stores the record with its provision
-job (one write); deleting records a delete request (one insert, unique per
-instance). Workers do the rest (``app.lifecycle``).
+job (one write); deleting records a delete request, and stopping, starting
+or rebooting an action request (one insert each, unique per instance).
+Workers do the rest (``app.lifecycle``). Lifecycle settings (TTL, idle, …)
+are kept apart from the record, which a job may be holding
+(``app.policies``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,11 @@ from app.instances.models import InstanceCreate
 from app.lifecycle.delete_requests import new_delete_request
 from app.metrics.revocations import revoke
 from app.lifecycle.specs import DEFAULT_DISK_GB
-from app.lifecycle.states import InstanceStatus, recorded
+from app.lifecycle.action_requests import file_action_request
+from app.lifecycle.states import ACTIONS, InstanceStatus, recorded
+from app.policies.models import LifecyclePatch, lifecycle_values
+from app.policies.rules import LIFECYCLE_FIELDS, run_started_at
+from app.policies.service import LifecycleSettings, PolicyService, attach_lifecycle, refuse_looser
 from app.pagination import page
 from app.problems import Problem, field_problem, not_found
 from app.services import Services
@@ -65,7 +72,11 @@ class InstanceService:
         from app.metrics.service import MetricsService
 
         health = await MetricsService(self.services).health_for([d["_id"] for d in docs])
-        return [{**d, "health": health[d["_id"]]} for d in docs]
+        return [{**d, "health": _health_of(d, health[d["_id"]])} for d in docs]
+
+    async def with_lifecycle(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The instances with their own lifecycle settings and ``schedule`` (``app.policies``)."""
+        return await attach_lifecycle(self.services, docs)
 
     async def events(self, principal: Principal, instance_id: str) -> list[dict[str, Any]]:
         await self.get(principal, instance_id)
@@ -124,6 +135,8 @@ class InstanceService:
                     check_public_url(bucket.endpoint, self.services.settings.url_allowlist)
                 except ValueError as exc:
                     raise field_problem(f"buckets.{index}.endpoint", str(exc)) from None
+        lifecycle = lifecycle_values(body)
+        await self._check_lifecycle(principal.subject, lifecycle, utcnow())
         vcpus = await self._check_placement(body)
         await self._check_snapshot(principal, body)
         instance_id = new_instance_id()
@@ -132,10 +145,13 @@ class InstanceService:
             if replay is not None:
                 return replay
         now = utcnow()
+        if any(v is not None for v in lifecycle.values()):
+            # Before the record: a record never exists without the settings it was created with.
+            await LifecycleSettings(self.services).put(instance_id, principal.subject, lifecycle, now)
         doc = {
             "_id": instance_id,
             "owner": principal.subject,
-            **body.model_dump(exclude={"disk_gb"}),
+            **body.model_dump(exclude={"disk_gb", *LIFECYCLE_FIELDS}),
             "disk_gb": body.disk_gb or DEFAULT_DISK_GB,
             "status": S.PENDING.value,
             "error": None,
@@ -185,6 +201,65 @@ class InstanceService:
         # No instance yet: the first request died between the two writes; finish its work.
         return instance, existing["instance_id"]
 
+    async def _check_lifecycle(self, user: str, values: dict[str, Any], ttl_from) -> None:
+        """The lifecycle fields a request sets: in the future, and no looser than the user's policy."""
+        expires_at = values.get("expires_at")
+        if expires_at is not None and expires_at <= utcnow():
+            raise field_problem("expires_at", "is in the past")
+        policy = await PolicyService(self.services).effective(user)
+        refuse_looser(values, policy, ttl_from, self.services.settings.policy_time_scale)
+
+    # --- day 2: lifecycle settings, stop, start, reboot ----------------------------
+    async def update_lifecycle(self, principal: Principal, instance_id: str, patch: LifecyclePatch) -> dict[str, Any]:
+        """Apply a JSON merge patch to the instance's lifecycle settings (a document of their own: the
+        record itself may be held by a job)."""
+        doc = await self.get(principal, instance_id)
+        if doc["status"] in ("deleting", "deleted"):
+            raise Problem(409, "invalid_status", f"Instance is {doc['status']}",
+                          f"instance {instance_id} is {doc['status']}", current_status=doc["status"])
+        given = {name: getattr(patch, name) for name in patch.model_fields_set}
+        if await self.db.delete_requests.find_one({"_id": instance_id}, {"_id": 1}):
+            raise Problem(409, "already_deleting", "Instance is being deleted",
+                          f"a delete of instance {instance_id} is under way", current_status=doc["status"])
+        # A running instance's TTL ceiling counts from its run's start; a stopped one's from now (its next run).
+        ttl_from = utcnow() if doc["status"] in ("stopping", "stopped") else run_started_at(doc)
+        await self._check_lifecycle(doc["owner"], given, ttl_from)
+        settings = LifecycleSettings(self.services)
+        current = await settings.get(instance_id)
+        values = {k: current.get(k) for k in LIFECYCLE_FIELDS}
+        ttl_set_at = current.get("ttl_set_at")
+        if "ttl_seconds" in given or "expires_at" in given:  # one deadline: giving either replaces both
+            values["ttl_seconds"] = values["expires_at"] = None
+            ttl_set_at = utcnow()
+        values.update(given)
+        await settings.put(instance_id, doc["owner"], values, ttl_set_at)
+        await self.services.events.add(instance_id, "lifecycle.updated", "lifecycle settings changed: " + ", ".join(
+            f"{k}={_show(v)}" for k, v in sorted(given.items())), step="lifecycle")
+        return doc
+
+    async def request_action(self, principal: Principal, instance_id: str, action: str) -> dict[str, Any]:
+        """Record a stop, start or reboot request; its job carries it out (``app.lifecycle.action_requests``)."""
+        doc = await self.get(principal, instance_id)
+        needed, _ = ACTIONS[action]
+        status = doc["status"]
+        if status in ("deleting", "deleted") or await self.db.delete_requests.find_one({"_id": instance_id}, {"_id": 1}):
+            raise Problem(409, "already_deleting", "Instance is being deleted",
+                          f"instance {instance_id} is {status if status in ('deleting', 'deleted') else 'being deleted'}",
+                          current_status=status)
+        if status != needed:
+            raise Problem(409, "invalid_status", f"Cannot {action} a {status} instance",
+                          f"{action} needs a {needed} instance; instance {instance_id} is {status}",
+                          current_status=status)
+        request = await file_action_request(self.db, doc, action, principal.subject)
+        if request is None:
+            pending = await self.db.action_requests.find_one({"_id": instance_id}) or {}
+            raise Problem(409, "request_pending", "Another request is waiting",
+                          f"a {pending.get('action', 'previous')} request for instance {instance_id} is still being "
+                          "carried out", current_status=status)
+        await self.services.events.add(instance_id, f"{action}.requested", f"{action} requested by "
+                                       f"{principal.subject} while {status}", step=action)
+        return doc
+
     # --- deleting --------------------------------------------------------------
     async def delete(self, principal: Principal, instance_id: str) -> dict[str, Any]:
         doc = await self.get(principal, instance_id)
@@ -211,3 +286,17 @@ async def request_delete(services: Services, collection: str, doc: dict[str, Any
     await services.events.add(doc.get("instance_id") or doc["_id"], "delete.requested",
                               f"delete of {kind} {doc['_id']} requested while {status}", step="delete")
     return doc
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    return value.isoformat().replace("+00:00", "Z") if hasattr(value, "isoformat") else str(value)
+
+
+def _health_of(doc: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """A stopped VM's agent is not expected to report: its health says stopped, not stale (the figures of
+    its last sample would describe a machine that is not running)."""
+    if doc["status"] == S.STOPPED:
+        return {"state": "stopped", "last_seen_at": summary.get("last_seen_at")}
+    return summary

@@ -112,6 +112,10 @@ class JobDefinition(Protocol):
     steps: tuple[str, ...]
     retry_forever: bool  # deletes never give up: a leaked resource costs money
     announce_steps: bool  # write step.started/step.succeeded events
+    cancel_message: str  # the failure's message when a cancel request stops the job
+    cancel_event: str
+    cleanup_started: str  # the cleanup events' messages
+    cleanup_done: str
 
     async def run_step(self, step: str, ctx: JobContext) -> dict[str, Any] | None: ...
     async def cancel_requested(self, ctx: JobContext) -> bool: ...
@@ -127,6 +131,10 @@ class JobBase:
     steps: tuple[str, ...] = ()
     retry_forever = False
     announce_steps = True
+    cancel_message = "deleted before it was ready"
+    cancel_event = "delete requested: stopping and cleaning up"
+    cleanup_started = "removing everything this instance may own"
+    cleanup_done = "cleanup done; nothing is left in the cloud"
 
     async def cancel_requested(self, ctx: JobContext) -> bool:
         return False
@@ -167,9 +175,9 @@ async def _run_steps(ctx: JobContext, definition: JobDefinition) -> dict[str, An
         if step in ctx.claim.job["steps_done"]:
             continue
         if await definition.cancel_requested(ctx):
-            failure = {"code": "cancelled", "message": "deleted before it was ready", "step": step}
+            failure = {"code": "cancelled", "message": definition.cancel_message, "step": step}
             await ctx.claim.update({"$set": {"job.failure": failure, "job.attempts": 0}})
-            await ctx.event("step.cancelled", "delete requested: stopping and cleaning up", step)
+            await ctx.event("step.cancelled", definition.cancel_event, step)
             return failure
         if ctx.stopping is not None and ctx.stopping.is_set():
             await ctx.claim.release()
@@ -220,7 +228,7 @@ async def _run_steps(ctx: JobContext, definition: JobDefinition) -> dict[str, An
     if await definition.succeed(ctx):
         return None
     # succeed() declined: a delete came in at the last moment.
-    failure = {"code": "cancelled", "message": "deleted before it was ready", "step": definition.steps[-1]}
+    failure = {"code": "cancelled", "message": definition.cancel_message, "step": definition.steps[-1]}
     await ctx.claim.update({"$set": {"job.failure": failure, "job.attempts": 0}})
     return failure
 
@@ -238,7 +246,7 @@ async def _run_step_through_outages(ctx: JobContext, definition: JobDefinition, 
 
 
 async def _cleanup(ctx: JobContext, definition: JobDefinition, failure: dict[str, Any], settings) -> None:
-    await ctx.event("cleanup.started", "removing everything this instance may own", "cleanup")
+    await ctx.event("cleanup.started", definition.cleanup_started, "cleanup")
     try:
         kill_if_drilled(settings, "cleanup")
         await definition.cleanup(ctx)
@@ -254,5 +262,5 @@ async def _cleanup(ctx: JobContext, definition: JobDefinition, failure: dict[str
         await _retry_later(ctx, attempts, delay)
         await ctx.event("cleanup.retrying", f"cleanup failed: {message}; retrying in {delay:.0f}s", "cleanup")
         return
-    await ctx.event("cleanup.succeeded", "cleanup done; nothing is left in the cloud", "cleanup")
+    await ctx.event("cleanup.succeeded", definition.cleanup_done, "cleanup")
     await definition.fail(ctx, failure)

@@ -1,4 +1,4 @@
-"""The jobs of an instance: provision it, and delete it.
+"""The jobs of an instance: provision it, and delete it (stop, start and reboot: ``app.lifecycle.power_jobs``).
 
 Provision: ``create`` (pending → provisioning) → ``wait_running`` →
 ``configure`` (provisioning → configuring) → running. A failure at any step
@@ -15,6 +15,7 @@ from typing import Any
 
 from app.clock import utcnow
 from app.lifecycle.engine import JobBase, JobContext
+from app.lifecycle.power_jobs import POWER_JOBS
 from app.lifecycle.specs import instance_ref, instance_spec
 from app.lifecycle.states import INSTANCE_TRANSITIONS, InstanceStatus
 from app.metrics.revocations import revoke
@@ -108,4 +109,4 @@ class DeleteInstanceJob(JobBase):
         return True
 
 
-INSTANCE_JOBS = {ProvisionJob.kind: ProvisionJob(), DeleteInstanceJob.kind: DeleteInstanceJob()}
+INSTANCE_JOBS = {ProvisionJob.kind: ProvisionJob(), DeleteInstanceJob.kind: DeleteInstanceJob(), **POWER_JOBS}

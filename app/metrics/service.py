@@ -2,7 +2,8 @@
 
 An agent token works only for its own instance, and only until it is withdrawn (the instance deleted or
 failed, or its token rotated): a post is checked against the signature and this process's copy of the
-revoked tokens (``app.metrics.revocations``), with no database read of its own. Samples are stored per
+revoked tokens (``app.metrics.revocations``), with no database read of its own. While its instance is
+stopped the token is paused, not withdrawn (``app.metrics.pauses``). Samples are stored per
 instance in ten-minute buckets plus a "latest" document (``app.metrics.repository``), so a re-sent batch is
 not stored twice, a list page's health summaries are one query, and a series is a short index range;
 concurrent posts are written together (group commit, ``app.metrics.writer``). Retention is enforced by
@@ -57,6 +58,8 @@ class MetricsService:
             raise Problem(403, "forbidden", "Forbidden", "this agent token belongs to another instance")
         if await self.services.agent_revocations.is_revoked(self.db, agent.jti_hash):
             raise _revoked()
+        if await self.services.agent_pauses.is_paused(self.db, agent.jti_hash):
+            raise _revoked()  # the instance is stopped (app.metrics.pauses): good again once it is started
 
     async def ingest(self, agent: AgentPrincipal, body: AgentMetrics) -> tuple[int, int]:
         await self._authorize(agent, body.instance_id)

@@ -12,7 +12,7 @@ each provider's ``list_managed()`` with the records:
   encoded in the id itself (ids are time-ordered), so a resource whose create
   is still within its grace window is never touched — nor is anything of a
   record a job still holds.
-* **Lost instances.** A ``running`` record whose VM the cloud no longer has
+* **Lost instances.** A ``running`` or ``stopped`` record whose VM the cloud no longer has
   (absent from the listing, and the provider confirms: not found or
   terminated) becomes ``failed`` with code ``cloud_resource_missing``. The
   reaper does not write the record itself — a record has one writer at a
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -36,6 +35,7 @@ from app.ids import id_created_at
 from app.lifecycle.delete_requests import MARK_LOST, new_delete_request
 from app.metrics.revocations import revoke
 from app.services import Services
+from app.worker.slots import acquire_slot, release_slot
 from providers.base import InstanceRef, InstanceState, ManagedResource, NotFound, SnapshotRef
 
 log = logging.getLogger("onebox.reaper")
@@ -64,37 +64,20 @@ class Reaper:
         return dt.timedelta(seconds=self.services.settings.reaper_grace_seconds)
 
     async def run_once(self) -> ReapReport | None:
-        """One pass, if this process wins the current interval; None when another one did."""
-        slot = await self._acquire()
+        """One pass, if this process wins the current interval's slot (``app.worker.slots``); None when
+        another one did, so two processes never reap at once."""
+        claims = self.services.db.claims
+        slot = await acquire_slot(claims, "reaper", self.services.settings.reaper_interval_seconds, self.owner)
         if slot is None:
             return None
         try:
             report = await self.reap()
-        finally:  # done: the next slot's winner need not wait for this one
-            await self.services.db.claims.update_one({"_id": slot}, {"$set": {"until": utcnow()}})
+        finally:
+            await release_slot(claims, slot)
         if report.removed or report.lost:
             log.warning("reaper removed %d leaked resource(s), marked %d instance(s) lost",
                         len(report.removed), len(report.lost))
         return report
-
-    async def _acquire(self) -> str | None:
-        """The lease: one claim per interval slot, so two processes never reap at once (a pass
-        longer than the interval makes the next slot's winner skip while it is still running)."""
-        interval = max(self.services.settings.reaper_interval_seconds, 1.0)
-        slot = int(time.time() // interval)
-        claims = self.services.db.claims
-        previous = await claims.find_one({"_id": f"reaper:{slot - 1}"})
-        if previous and as_utc(previous["until"]) > utcnow():
-            return None  # the last pass is still going
-        name = f"reaper:{slot}"
-        try:
-            await claims.insert_one({"_id": name, "owner": self.owner, "at": utcnow(),
-                                     "until": utcnow() + dt.timedelta(seconds=interval)})
-        except Exception as exc:
-            if is_duplicate_key(exc):
-                return None
-            raise
-        return name
 
     async def reap(self) -> ReapReport:
         report = ReapReport()
@@ -163,8 +146,9 @@ class Reaper:
         db = self.services.db
         listed = {r.instance_id for r in resources
                   if r.kind == "instance" and r.instance_id and r.state != InstanceState.TERMINATED}
-        running = db.instances.find({"provider": name, "status": "running", "job": None})
-        async for doc in running:
+        at_rest = [doc for status in ("running", "stopped")  # one (status, provider) index range each
+                   async for doc in db.instances.find({"status": status, "provider": name, "job": None})]
+        for doc in at_rest:
             if doc["_id"] in listed:
                 continue
             try:  # listings can lag: only the provider's own answer for this instance counts

@@ -14,10 +14,12 @@ import os
 import socket
 import uuid
 
+from app.lifecycle.action_requests import ACTION_REQUEST_JOBS
 from app.lifecycle.delete_requests import DELETE_REQUEST_JOBS
 from app.lifecycle.engine import JobContext, run_job
 from app.lifecycle.instance_jobs import INSTANCE_JOBS
 from app.lifecycle.snapshot_jobs import SNAPSHOT_JOBS
+from app.qa.jobs import QA_JOBS
 from app.services import Services
 from app.worker.jobs import Claim, JobQueue, LeaseLost
 
@@ -33,8 +35,10 @@ class Worker:
         # (queue, job definitions) pairs, polled in this order.
         self.queues = [
             (JobQueue(db.delete_requests, db.claims, self.worker_id, lease), DELETE_REQUEST_JOBS),
+            (JobQueue(db.action_requests, db.claims, self.worker_id, lease), ACTION_REQUEST_JOBS),
             (JobQueue(db.instances, db.claims, self.worker_id, lease), INSTANCE_JOBS),
             (JobQueue(db.snapshots, db.claims, self.worker_id, lease), SNAPSHOT_JOBS),
+            (JobQueue(db.qa_runs, db.claims, self.worker_id, lease), QA_JOBS),
         ]
         self._tasks: set[asyncio.Task] = set()
         self._stopping = asyncio.Event()  # replaced by run()'s stop event
@@ -76,6 +80,20 @@ class Worker:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.services.settings.reaper_interval_seconds)
 
+    async def schedule_periodically(self, stop: asyncio.Event) -> None:
+        """The scheduler (TTL, idle, stopped-too-long), every ``scheduler_interval_seconds``; an interval
+        slot keeps it to one process at a time."""
+        from app.worker.scheduler import Scheduler
+
+        scheduler = Scheduler(self.services, self.worker_id)
+        while not stop.is_set():
+            try:
+                await scheduler.run_once()
+            except Exception as exc:  # noqa: BLE001 - one failed pass must not stop the next
+                log.warning("scheduler pass failed: %s", type(exc).__name__)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.services.settings.scheduler_interval_seconds)
+
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.services.settings
         self._stopping = stop
@@ -83,6 +101,8 @@ class Worker:
         background = [asyncio.create_task(self.maintain(stop))]
         if settings.reaper_enabled:
             background.append(asyncio.create_task(self.reap_periodically(stop)))
+        if settings.scheduler_enabled:
+            background.append(asyncio.create_task(self.schedule_periodically(stop)))
         failures = 0  # claims in a row that failed: the database is away, back off
         while not stop.is_set():
             claimed = None

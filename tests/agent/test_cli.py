@@ -86,7 +86,8 @@ def test_once_posts_a_real_sample(onebox, env, write_config, tmp_path, python):
     assert list(body) == ["instance_id", "samples"] and body["instance_id"] == "i-0abc"
     (sample,) = body["samples"]
     assert list(sample) == ["at", "cpu_percent", "load_avg", "memory_percent", "disk_percent",
-                            "net_rx_bytes", "net_tx_bytes", "uptime_seconds", "gpus"]
+                            "net_rx_bytes", "net_tx_bytes", "disk_read_bytes", "disk_write_bytes", "ssh_sessions",
+                            "uptime_seconds", "gpus"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", sample["at"])
     assert abs(calendar.timegm(time.strptime(sample["at"], "%Y-%m-%dT%H:%M:%SZ")) - time.time()) < 60
     # this machine's real values
@@ -95,6 +96,8 @@ def test_once_posts_a_real_sample(onebox, env, write_config, tmp_path, python):
     assert isinstance(sample["disk_percent"], float) and 0 <= sample["disk_percent"] <= 100
     assert len(sample["load_avg"]) == 3 and all(isinstance(x, float) for x in sample["load_avg"])
     assert isinstance(sample["net_rx_bytes"], int) and isinstance(sample["net_tx_bytes"], int)
+    assert isinstance(sample["disk_read_bytes"], int) and isinstance(sample["disk_write_bytes"], int)
+    assert isinstance(sample["ssh_sessions"], int) and sample["ssh_sessions"] >= 0
     assert sample["uptime_seconds"] > 0
     for value in (sample["cpu_percent"], sample["memory_percent"], sample["uptime_seconds"]):
         assert round(value, 2) == value

@@ -11,7 +11,8 @@ import pytest
 from .conftest import FIXTURES
 
 SAMPLE_KEYS = ["at", "cpu_percent", "load_avg", "memory_percent", "disk_percent",
-               "net_rx_bytes", "net_tx_bytes", "uptime_seconds", "gpus"]
+               "net_rx_bytes", "net_tx_bytes", "disk_read_bytes", "disk_write_bytes", "ssh_sessions",
+               "uptime_seconds", "gpus"]
 TWO_GPUS = (FIXTURES / "nvidia-smi-2gpus.csv").read_text()
 
 
@@ -45,6 +46,9 @@ def test_sample_from_fixture_proc(oa, proc_root, tmp_path, no_gpu):
         "disk_percent": sample["disk_percent"],
         "net_rx_bytes": 335904688,
         "net_tx_bytes": 1199331,
+        "disk_read_bytes": (4196110 + 80 + 2000) * 512,
+        "disk_write_bytes": (9241344 + 16 + 4000) * 512,
+        "ssh_sessions": 0,  # a fake /proc without processes
         "uptime_seconds": 350735.47,
         "gpus": [],
     }
@@ -66,6 +70,7 @@ def test_old_kernel_fallbacks(oa, tmp_path, no_gpu):
     assert sample["memory_percent"] == 60.0
     assert sample["net_rx_bytes"] == 4294967296 and sample["net_tx_bytes"] == 5
     assert sample["load_avg"] == [1.0, 2.0, 3.0]
+    assert (sample["disk_read_bytes"], sample["disk_write_bytes"]) == (9550688 * 512, 5922052 * 512)
 
 
 def test_malformed_proc_gives_nulls_and_log_lines(oa, tmp_path, no_gpu, caplog):
@@ -76,13 +81,14 @@ def test_malformed_proc_gives_nulls_and_log_lines(oa, tmp_path, no_gpu, caplog):
     assert list(sample) == SAMPLE_KEYS
     assert {k: v for k, v in sample.items() if k != "at"} == {
         "cpu_percent": None, "load_avg": None, "memory_percent": None, "disk_percent": None,
-        "net_rx_bytes": None, "net_tx_bytes": None, "uptime_seconds": None, "gpus": [],
+        "net_rx_bytes": None, "net_tx_bytes": None, "disk_read_bytes": None, "disk_write_bytes": None,
+        "ssh_sessions": 0, "uptime_seconds": None, "gpus": [],
     }
     text = caplog.text
     for needle in ("cpu_percent unavailable (stat)", "load_avg unavailable (loadavg)",
                    "memory_percent unavailable (meminfo)", "uptime_seconds unavailable (uptime)",
                    "net_bytes unavailable (net/dev)", "eth0", "disk_percent unavailable",
-                   "nvidia-smi not found"):
+                   "disk_io_bytes unavailable (diskstats)", "nvidia-smi not found"):
         assert needle in text
     # the same problem on the next sample is not logged again
     n = len(caplog.records)
@@ -117,6 +123,18 @@ def test_real_proc(oa, tmp_path, no_gpu):
     assert 0 <= sample["disk_percent"] <= 100
     assert len(sample["load_avg"]) == 3 and sample["uptime_seconds"] > 0
     assert isinstance(sample["net_rx_bytes"], int)
+    assert isinstance(sample["disk_read_bytes"], int) and isinstance(sample["ssh_sessions"], int)
+
+
+def test_ssh_sessions_of_one_local_instance(oa, tmp_path, no_gpu):
+    """A local instance's agent counts the sessions of its own sshd (from its pid file) only."""
+    pid_file = FIXTURES / "sshd-i-a.pid"
+    table = FIXTURES / "proc_sessions"
+    assert make_collector(oa, table, tmp_path, cpu_window=0).collect()["ssh_sessions"] == 6
+    assert make_collector(oa, table, tmp_path, cpu_window=0,
+                          sshd_pid_file=str(pid_file)).collect()["ssh_sessions"] == 1
+    gone = make_collector(oa, table, tmp_path, cpu_window=0, sshd_pid_file=str(tmp_path / "missing.pid"))
+    assert gone.collect()["ssh_sessions"] is None, "an sshd that cannot be found: unknown, never 0"
 
 
 # -- nvidia-smi ----------------------------------------------------------------------------
@@ -135,10 +153,10 @@ def test_fake_nvidia_smi_two_gpus(oa, tmp_path, fake_nvidia_smi):
     assert gpus == [
         {"index": 0, "name": "NVIDIA A100-SXM4-40GB", "utilization_percent": 37.0,
          "memory_used_mib": 1024.0, "memory_total_mib": 40960.0, "temperature_c": 45.0,
-         "power_draw_w": 95.12},
+         "power_draw_w": 95.12, "power_limit_w": 400.0},
         {"index": 1, "name": "NVIDIA A100-SXM4-40GB", "utilization_percent": None,
          "memory_used_mib": 0.0, "memory_total_mib": 40960.0, "temperature_c": None,
-         "power_draw_w": None},
+         "power_draw_w": None, "power_limit_w": None},
     ]
 
 

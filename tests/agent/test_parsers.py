@@ -140,19 +140,20 @@ def test_nvidia_smi_two_gpus(oa):
     assert oa.parse_nvidia_smi_csv(read("nvidia-smi-2gpus.csv")) == [
         {"index": 0, "name": "NVIDIA A100-SXM4-40GB", "utilization_percent": 37.0,
          "memory_used_mib": 1024.0, "memory_total_mib": 40960.0, "temperature_c": 45.0,
-         "power_draw_w": 95.12},
+         "power_draw_w": 95.12, "power_limit_w": 400.0},
         {"index": 1, "name": "NVIDIA A100-SXM4-40GB", "utilization_percent": None,
          "memory_used_mib": 0.0, "memory_total_mib": 40960.0, "temperature_c": None,
-         "power_draw_w": None},
+         "power_draw_w": None, "power_limit_w": None},
     ]
 
 
 def test_nvidia_smi_odd_but_valid(oa):
-    text = "\n0, Tesla T4, [Unknown Error], 3.456, 15360, 40, 27.999\r\n\n" \
-           "1, GeForce, Weird Name, 5, 1, 2, 3, nan\n"
+    text = "\n0, Tesla T4, [Unknown Error], 3.456, 15360, 40, 27.999, 70.00\r\n\n" \
+           "1, GeForce, Weird Name, 5, 1, 2, 3, nan, 250\n"
     gpus = oa.parse_nvidia_smi_csv(text)
     assert gpus[0]["utilization_percent"] is None
     assert gpus[0]["memory_used_mib"] == 3.46 and gpus[0]["power_draw_w"] == 28.0
+    assert gpus[0]["power_limit_w"] == 70.0
     assert gpus[1]["name"] == "GeForce, Weird Name"  # comma inside the name
     assert gpus[1]["power_draw_w"] is None  # nan is not valid JSON
     assert oa.parse_nvidia_smi_csv("") == []
@@ -160,13 +161,78 @@ def test_nvidia_smi_odd_but_valid(oa):
 
 @pytest.mark.parametrize("text", [
     "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n",
-    "index, name, utilization.gpu [%], memory.used [MiB], memory.total [MiB], temperature.gpu, power.draw [W]\n",
+    "index, name, utilization.gpu [%], memory.used [MiB], memory.total [MiB], temperature.gpu, power.draw [W], "
+    "power.limit [W]\n",
     "0, A100, 1, 2\n",
-    "\x00\xff garbage ,,,,,, \n",
+    "0, A100, 1, 2, 3, 4, 5\n",  # the 7 columns of an agent before power.limit
+    "\x00\xff garbage ,,,,,,, \n",
 ])
 def test_nvidia_smi_garbage(oa, text):
     with pytest.raises(ValueError):
         oa.parse_nvidia_smi_csv(text)
+
+
+# -- /proc/diskstats ---------------------------------------------------------------------
+
+
+def test_diskstats_counts_whole_disks_once(oa):
+    # nvme0n1 and sda (not their partitions, nor nvme0n10's namespace mistaken for a partition, nor
+    # loop, dm-0 and sr0)
+    read_bytes, written = oa.parse_diskstats(read("proc/diskstats"))
+    assert read_bytes == (4196110 + 80 + 2000) * 512
+    assert written == (9241344 + 16 + 4000) * 512
+
+
+def test_diskstats_old_kernel_short_partition_lines(oa):
+    assert oa.parse_diskstats(read("proc_old_kernel/diskstats")) == (9550688 * 512, 5922052 * 512)
+
+
+@pytest.mark.parametrize("text", [read("proc_malformed/diskstats"), "8 0 sda\n"])
+def test_diskstats_malformed(oa, text):
+    with pytest.raises(ValueError):
+        oa.parse_diskstats(text)
+
+
+def test_diskstats_without_disks(oa):
+    assert oa.parse_diskstats("") == (0, 0)
+    assert oa.parse_diskstats("   7 0 loop0 1 0 8 0 0 0 0 0 0 0 0\n") == (0, 0)
+
+
+def test_diskstats_of_this_machine(oa):
+    read_bytes, written = oa.parse_diskstats(open("/proc/diskstats").read())
+    assert read_bytes >= 0 and written >= 0
+
+
+# -- SSH sessions --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cmdline,session", [
+    (b"sshd: alice@pts/0", True),
+    (b"sshd: root@pts/3\x00\x00\x00\x00", True),  # sshd pads its title with NULs
+    (b"sshd: bob@notty", True),  # a command, sftp, an editor's remote server: no terminal, still a session
+    (b"sshd-session: carol@pts/1", True),  # OpenSSH 9.8 and later
+    (b"sshd: alice [priv]", False),
+    (b"sshd: unknown [preauth]", False),
+    (b"sshd: dave [net]", False),
+    (b"sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups", False),
+    (b"/usr/sbin/sshd\x00-D\x00", False),
+    (b"ssh\x00-p\x002222\x00root@127.0.0.10\x00", False),  # a client, not a session on this machine
+    (b"/usr/bin/python3\x00sshd: fake@pts/9\x00", False),
+    (b"", False),
+])
+def test_what_is_an_ssh_session(oa, cmdline, session):
+    assert oa.is_ssh_session(cmdline) is session
+
+
+def test_ssh_sessions_of_a_process_table(oa):
+    table = str(FIXTURES / "proc_sessions")
+    # alice (pts), bob (notty), carol (sshd-session) of the system sshd; root (pts/3) of local instance a;
+    # root twice of local instance b
+    assert oa.count_ssh_sessions(table) == 6
+    assert oa.count_ssh_sessions(table, under_pid=700) == 1  # only instance a's sshd
+    assert oa.count_ssh_sessions(table, under_pid=800) == 2
+    assert oa.count_ssh_sessions(table, under_pid=500) == 3  # through the [priv] monitors
+    assert oa.count_ssh_sessions(table, under_pid=4242) == 0
 
 
 # -- misc ------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ class Case:
     arm: Callable[[str], Any]  # arms the fault for this id (instance or snapshot); returns a handle
     scope: str = "instance"  # which id the fault is aimed at: "instance" or "snapshot"
     outcome: str | None = None  # status wanted at the end of the phase; None: WANTED[phase]
-    code: str | None = None  # error code wanted when the outcome is failed
+    code: str | None = None  # error code wanted when the outcome is failed (or a power phase's settled status)
     clear_after: int = 0  # persistent fault removed after this many ``clear_on`` events
     clear_on: str = "step.retrying"  # or "cleanup.retrying": a fault that also holds up the cleanup
     step: str | None = None  # the step whose step.retrying events must show it, when it matters
@@ -237,7 +237,10 @@ class Lane:
 
 def lanes_for(cases: list[Case]) -> list[Lane]:
     """As few instances as the cases allow: a case that fails its instance or snapshot ends its lane there."""
-    by = {p: [c for c in cases if c.phase == p and c.wanted != "failed"] for p in PHASES}
+    # A stop or start refused for good leaves its instance where the VM is (running after a stop, stopped
+    # after a start): a lane of its own, so that no later power case of that lane finds it in the wrong status.
+    settling = [c for c in cases if c.phase in POWER_PHASES and c.wanted != WANTED[c.phase]]
+    by = {p: [c for c in cases if c.phase == p and c.wanted != "failed" and c not in settling] for p in PHASES}
     failing_create = [c for c in cases if c.phase == "create" and c.wanted == "failed"]
     failing_snapshot = [c for c in cases if c.phase == "snapshot" and c.wanted == "failed"]
     k = len(failing_snapshot)
@@ -250,7 +253,7 @@ def lanes_for(cases: list[Case]) -> list[Lane]:
                           ("reboot", 0), ("delete", 0)):
         for i, case in enumerate(by[phase]):
             lanes[offset + i].cases[phase] = case
-    return lanes + [Lane({"create": case}) for case in failing_create]
+    return lanes + [Lane({"create": case}) for case in failing_create] + [Lane({c.phase: c}) for c in settling]
 
 
 async def run_phase(box: Onebox, phase: str, lanes: list[Lane], request: Callable, collection: str,
@@ -313,6 +316,14 @@ def check(stand: Stand, case: Case, doc: dict) -> None:
                      else stand.owned_instance(case.instance_id))
         if case.left:
             problems.append(f"left behind after the failure: {case.left}")
+    elif case.code is not None:
+        # A stop or start refused for good removes nothing: the instance settles where the cloud has the VM,
+        # with the reason in its error.
+        error = case.error or {}
+        if error.get("code") != case.code or error.get("step") not in PHASE_STEPS[case.phase]:
+            problems.append(f"error {case.error} (wanted code {case.code} at a {case.phase} step)")
+        if not stand.owned_instance(case.instance_id):
+            problems.append("the instance was removed from the cloud")
     elif case.fault != "none" and case.retried < 1:
         problems.append("succeeded without a step.retrying event: the fault was absorbed below the engine")
     if case.wanted != "failed" and case.step and case.retried_at_step < 1:

@@ -3,17 +3,20 @@
 For each cloud stand-in (AWS on moto behind ``tests.fakes.ec2_faults``, the GCE
 fake, the ARM fake) one onebox runs many instances at once, each with one fault
 aimed at one provider call of one flow: create (``create``/``wait_running``),
-snapshot, delete of the snapshot, delete of the instance. Faults are scoped to
+snapshot, delete of the snapshot, stop, start, reboot, delete of the instance. Faults are scoped to
 their instance (or snapshot) by id, so they hit only the case they belong to,
 and are armed while the worker is stopped, between phases:
 
-    create all instances → snapshot some → delete the snapshots → delete every instance
+    create all instances → snapshot some → delete the snapshots → stop, start, reboot some → delete every instance
 
 Transient faults (a few times, more than the SDK's own retries absorb, fewer
 than the engine's ``max_attempts`` allow) must end in success with
 ``step.retrying`` events; capacity/quota errors and persistent faults must end
 in ``failed`` naming the step and the code, with nothing of the instance left in
-the stand-in; a persistent fault on a delete is cleared after a few retries and
+the stand-in — except on a stop or start, which removes nothing and settles where
+the cloud has the VM (``running`` after a stop refused for good, ``stopped``
+after a start without capacity) with the code in ``error``; a persistent fault
+on a delete is cleared after a few retries and
 the delete must still finish. What is left is always asked of the stand-in
 itself (moto's describe calls, the fakes' state), never of onebox.
 
@@ -103,6 +106,12 @@ def aws_stand(aws_env):  # noqa: F811
         ("delete", "DescribeInstances", ""),
         ("delete", "TerminateInstances", ""),
         ("delete", "DescribeVolumes", ""),
+        ("stop", "DescribeInstances", ""),  # where EC2 has it, before and after the stop
+        ("stop", "StopInstances", ""),
+        ("start", "DescribeInstances", ""),
+        ("start", "StartInstances", ""),
+        ("reboot", "DescribeInstances", ""),
+        ("reboot", "RebootInstances", ""),
     ]
     cases = cases_for(calls, transient, lambda phase: "snapshot" if phase == "delete_snapshot" else "instance")
     for case in cases:
@@ -137,6 +146,11 @@ def aws_stand(aws_env):  # noqa: F811
             code="RequestLimitExceeded", count=-1)("TerminateInstances", ""), clear_after=3),
         Case("DeleteSnapshot", "5xx persistent", "delete_snapshot", ec2_fault(code="InternalError", count=-1)(
             "DeleteSnapshot", ""), scope="snapshot", clear_after=3),
+        # refused for good: nothing is removed; the instance stays where EC2 has the VM, the reason in its error
+        Case("StopInstances", "5xx persistent", "stop", ec2_fault(code="Unavailable", count=-1)("StopInstances", ""),
+             outcome="running", code="provider_error"),
+        Case("StartInstances", "capacity", "start", ec2_fault(code="InsufficientInstanceCapacity", count=-1)(
+            "StartInstances", ""), outcome="stopped", code="capacity"),
     ]
 
     def provider():
@@ -242,9 +256,20 @@ def gcp_stand(gce_server):  # noqa: F811
         ("delete", "zoneOperations.wait", "POST /zones/[^/]+/operations/[^/]+/wait$"),
         ("delete", "instances.get", "GET /zones/[^/]+/instances/[^/]+$"),
         ("delete", "disks.aggregatedList", "GET /aggregated/disks$"),
+        ("stop", "instances.get", "GET /zones/[^/]+/instances/[^/]+$"),
+        ("stop", "instances.stop", "POST /zones/[^/]+/instances/[^/]+/stop$"),
+        ("start", "instances.get", "GET /zones/[^/]+/instances/[^/]+$"),
+        ("start", "instances.start", "POST /zones/[^/]+/instances/[^/]+/start$"),
+        ("reboot", "instances.get", "GET /zones/[^/]+/instances/[^/]+$"),
+        ("reboot", "instances.reset", "POST /zones/[^/]+/instances/[^/]+/reset$"),
     ]
     # The snapshot's calls name the snapshot; its disk's operation names the instance's disk.
     cases = cases_for(calls, transient, lambda phase: "snapshot" if phase == "delete_snapshot" else "instance")
+    # A stop's or start's operation is awaited within the verb's own timeout (the engine's, minutes): a wait
+    # that answers late is simply asked again, as it should be, so only its errors reach the engine.
+    cases += cases_for([(phase, "zoneOperations.wait", "POST /zones/[^/]+/operations/[^/]+/wait$")
+                        for phase in ("stop", "start", "reboot")],
+                       {k: v for k, v in transient.items() if k != "timeout"})
     for case in cases:
         if case.phase == "snapshot" and case.call.startswith(("snapshots.", "disks.")):
             case.scope = "snapshot"
@@ -269,6 +294,11 @@ def gcp_stand(gce_server):  # noqa: F811
             "", "DELETE /zones/[^/]+/instances/[^/]+$"), clear_after=3),
         Case("snapshots.delete", "5xx persistent", "delete_snapshot", http(503, -1)(
             "", "DELETE /global/snapshots/[^/]+$"), scope="snapshot", clear_after=3),
+        # refused for good: nothing is removed; the instance stays where GCE has the VM, the reason in its error
+        Case("instances.stop", "5xx persistent", "stop", http(503, -1)(
+            "", "POST /zones/[^/]+/instances/[^/]+/stop$"), outcome="running", code="provider_error"),
+        Case("zoneOperations.wait", "capacity (operation)", "start",
+             op_error("ZONE_RESOURCE_POOL_EXHAUSTED", "start"), outcome="stopped", code="capacity"),
     ]
     yield Stand("gcp", "us-central1", "e2-small", provider, cases, fake.remove_fault, fake.fired,
                 owned_instance, owned_snapshot, alive,
@@ -375,6 +405,16 @@ def azure_stand(arm):  # noqa: F811
         ("delete", "DELETE publicIPAddresses", f"DELETE {PIP}"),
         ("delete", "DELETE networkSecurityGroups", f"DELETE {NSG}"),
         ("delete", "GET operations", "GET /operations/"),
+        # The power actions (their operationResults polls and the address reads aside: the same calls as
+        # above; the suite stays within its time budget).
+        ("stop", "GET virtualMachines", f"GET {VM}"),  # its power state, before and after
+        ("stop", "POST virtualMachines/deallocate", "POST /deallocate"),
+        ("stop", "GET operations", "GET /operations/"),
+        ("start", "GET virtualMachines", f"GET {VM}"),
+        ("start", "POST virtualMachines/start", "POST /start"),
+        ("start", "GET operations", "GET /operations/"),
+        ("start", "GET publicIPAddresses", f"GET {PIP}"),  # its new Dynamic address
+        ("reboot", "POST virtualMachines/restart", "POST /restart"),
     ]
     cases = cases_for(calls, transient, lambda phase: "snapshot" if phase in ("snapshot", "delete_snapshot")
                       else "instance")
@@ -411,6 +451,13 @@ def azure_stand(arm):  # noqa: F811
             429, "TooManyRequests", -1, retry_after=1)("", f"DELETE {VM}"), clear_after=3),
         Case("DELETE snapshots", "5xx persistent", "delete_snapshot", error(500, "InternalServerError", -1)(
             "", f"DELETE {SNAP}"), scope="snapshot", clear_after=3),
+        # refused for good: nothing is removed; the instance stays where Azure has the VM, the reason in its error
+        Case("POST virtualMachines/deallocate", "5xx persistent", "stop", error(500, "InternalServerError", -1)(
+            "", "POST /deallocate"), outcome="running", code="provider_error"),
+        Case("POST virtualMachines/start", "capacity (LRO failed)", "start", error(
+            0, "AllocationFailed", 1, action="lro_fail",
+            message="Allocation failed. We do not have sufficient capacity for the requested VM size in this region.")(
+            "", "POST /start"), outcome="stopped", code="capacity"),
     ]
 
     def hits(fault_id: str) -> int:

@@ -1,4 +1,4 @@
-"""The kill matrix: for every provider and every step of create, snapshot and delete, a worker
+"""The kill matrix: for every provider and every step of create, snapshot, stop, start and delete, a worker
 process dies by SIGKILL at that step (right after the step's work, before it is recorded: the
 moment a crash hurts most). A second worker and the reaper then run. Afterwards every record is
 in a final state, every cloud resource tagged with our ids belongs to a live record, and nothing
@@ -27,8 +27,9 @@ pytestmark = pytest.mark.slow
 
 # (flow, step) in the order a resource lives through them.
 STEPS = [("create", "create"), ("create", "wait_running"), ("create", "configure"),
-         ("snapshot", "snapshot"), ("delete", "dispatch"), ("delete", "delete"), ("delete", "delete_snapshot")]
-LIVE = {"instances": "running", "snapshots": "available"}
+         ("snapshot", "snapshot"), ("stop", "stop"), ("start", "start"),
+         ("delete", "dispatch"), ("delete", "delete"), ("delete", "delete_snapshot")]
+LIVE = {"instances": ("running", "stopped"), "snapshots": ("available",)}  # a stopped VM keeps its disks
 
 
 @pytest.fixture
@@ -96,7 +97,7 @@ class Drill:
         for r in resources:
             collection, target = ("snapshots", r.snapshot_id) if r.snapshot_id else ("instances", r.instance_id)
             record = await self.svc.db.db[collection].find_one({"_id": target})
-            if record is None or record["status"] != LIVE[collection]:
+            if record is None or record["status"] not in LIVE[collection]:
                 unaccounted += 1
         copies = Counter((r.kind, r.instance_id, r.snapshot_id) for r in resources)
         return unaccounted, sum(n - 1 for n in copies.values())
@@ -126,6 +127,15 @@ async def run_matrix(drill: Drill) -> None:
             snapshot_id = r.json()["id"]
             lived = await drill.kill_at(step)
             await drill.survive(f"/v1/snapshots/{snapshot_id}", "available")
+        elif flow in ("stop", "start"):
+            # The instance the snapshot was made of: stopped, then started again; it is deleted at the end.
+            target = running["create"]
+            r = await api.post(f"/v1/instances/{target}/{step}", headers=headers)
+            assert r.status_code == 202, r.text
+            lived = await drill.kill_at(step)
+            await drill.survive(f"/v1/instances/{target}", "stopped" if step == "stop" else "running")
+            assert await drill.step_count(target, step, "step.started") >= 2, "killed, then resumed"
+            assert await drill.step_count(target, step, "step.succeeded") == 1
         elif step == "delete_snapshot":
             assert (await api.delete(f"/v1/snapshots/{snapshot_id}", headers=headers)).status_code == 202
             lived = await drill.kill_at(step)

@@ -390,7 +390,8 @@ def test_agent_installed_and_configured(configured, metrics_server):
     assert stat.S_IMODE(config_file.stat().st_mode) == 0o600
     config = json.loads(config_file.read_text())
     expected = dict(configured.vars["onebox_agent_config"])
-    expected.update(log_file=str(disk / "var" / "log" / "onebox-agent.log"), disk_path=str(disk), interval=1)
+    expected.update(log_file=str(disk / "var" / "log" / "onebox-agent.log"), disk_path=str(disk), interval=1,
+                    sshd_pid_file=str(disk.parent / "run" / "sshd.pid"))  # its own sshd's sessions only
     assert config == expected
     assert "secret" not in json.dumps(configured.first.events), "the agent token leaked into the events"
 
@@ -408,6 +409,9 @@ def test_agent_runs_in_the_background_and_posts(configured, metrics_server):
 
     posts = wait_for(posted, 20, "a metrics POST from the agent")
     assert posts[0]["path"] == "/v1/agent/metrics"
+    sample = json.loads(posts[0]["body"])["samples"][0]
+    assert isinstance(sample["ssh_sessions"], int), "its sshd's pid file was found"
+    assert isinstance(sample["disk_read_bytes"], int)
     assert posts[0]["auth"] == "Bearer tok-{{ 7 * 7 }}-secret"
     wait_for(lambda: (instance.disk / "var" / "log" / "onebox-agent.log").exists(), 5, "the agent log")
 

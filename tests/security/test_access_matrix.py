@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from app.clock import utcnow
-from app.ids import new_instance_id, new_snapshot_id
+from app.ids import new_instance_id, new_qa_run_id, new_snapshot_id
 from app.main import create_app
 
 
@@ -40,10 +40,10 @@ def kind_of(path: str) -> str:
 
 
 def owns_a_resource(path: str) -> bool:
-    return "{instance_id}" in path or "{snapshot_id}" in path
+    return "{instance_id}" in path or "{snapshot_id}" in path or "{run_id}" in path
 
 
-async def make_world(services):
+async def make_world(services, status: str = "running"):
     now = utcnow()
     ids = {}
     for who in ("own", "other"):
@@ -52,14 +52,27 @@ async def make_world(services):
         await services.db.instances.insert_one({
             "_id": instance_id, "owner": "alice" if who == "own" else "carol", "name": "box", "provider": "local",
             "region": "local", "zone": None, "machine_type": "local", "image": None, "snapshot_id": None,
-            "disk_gb": 20, "ssh_user": "alice", "ssh_public_key": SSH_KEY, "labels": {}, "status": "running",
-            "error": None, "created_at": now, "updated_at": now, "job": None, "agent_jti_hash": jti_hash})
+            "disk_gb": 20, "ssh_user": "alice", "ssh_public_key": SSH_KEY, "labels": {}, "status": status,
+            "error": None, "created_at": now, "updated_at": now, "job": None, "agent_jti_hash": jti_hash,
+            "public_ip": "127.0.0.99", "ssh_port": 2222, "ssh_host_keys": ["[127.0.0.99]:2222 ssh-ed25519 AAAA"]})
         ids[who] = (instance_id, token)
     snapshot_id = new_snapshot_id()
     await services.db.snapshots.insert_one({
         "_id": snapshot_id, "instance_id": ids["own"][0], "owner": "alice", "name": "s", "provider": "local",
         "region": "local", "status": "available", "cloud_id": "c", "error": None, "created_at": now,
         "updated_at": now, "job": None})
+    run_id = new_qa_run_id()  # a QA run of alice's, running (its job is not claimed: no worker here)
+    await services.db.qa_runs.insert_one({
+        "_id": run_id, "owner": "alice", "suite": "cpu", "instances": [ids["own"][0]], "params": {"cpu_seconds": 1},
+        "targets": [{"instance_id": ids["own"][0], "role": "subject", "name": "box", "provider": "local",
+                     "region": "local", "machine_type": "local", "image": None}],
+        "steps": ["prepare", "cpu", "teardown"], "results": {}, "facts": {}, "status": "running", "error": None,
+        "created_at": now, "updated_at": now, "job": None})
+    await services.db.qa_baselines.insert_one({
+        "_id": "cpu|cpu_single_events_s|local|local", "suite": "cpu", "check": "cpu_single_events_s",
+        "provider": "local", "machine_type": "local", "value": 100.0, "tolerance_percent": 15.0, "set_by": "root",
+        "set_at": now})
+    ids["run"] = (run_id, None)
     return ids, snapshot_id
 
 
@@ -76,7 +89,11 @@ def headers_for(caller: str, services, ids) -> dict:
 
 
 def body_for(method: str, path: str, instance_id: str) -> dict | None:
+    if method == "PATCH" and path == "/v1/instances/{instance_id}":
+        return {"ttl_seconds": 3600}
     if method not in ("POST", "PUT"):
+        return None
+    if path.endswith(("/stop", "/start", "/reboot")):
         return None
     if path == "/v1/instances":
         return {"name": "n", "provider": "local", "region": "local", "machine_type": "local", "ssh_user": "alice",
@@ -87,6 +104,12 @@ def body_for(method: str, path: str, instance_id: str) -> dict | None:
         return {"instance_id": instance_id, "samples": [{"at": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")}]}
     if path.startswith("/v1/admin/quotas"):
         return {"max_instances": 3}
+    if path.startswith("/v1/admin/policies"):
+        return {"max_ttl_seconds": 3600}
+    if path == "/v1/qa-runs":
+        return {"suite": "cpu", "instances": [instance_id], "params": {"cpu_seconds": 1}}
+    if path.startswith("/v1/admin/qa-baselines"):
+        return {"value": 50.0}
     if path == "/v1/dev/token":
         return {"user": "mallory"}
     raise AssertionError(f"no body known for {method} {path}: teach the access matrix about it")
@@ -94,7 +117,7 @@ def body_for(method: str, path: str, instance_id: str) -> dict | None:
 
 def expected(caller: str, method: str, path: str) -> set[int]:
     kind = kind_of(path)
-    ok = {200, 202}
+    ok = {200, 202, 204}
     if kind == "public":
         return ok
     if kind == "dev":
@@ -107,6 +130,8 @@ def expected(caller: str, method: str, path: str) -> set[int]:
         return {401}  # an agent token passes for no user
     if kind == "admin":
         return ok if caller == "admin" else {403}
+    if (method, path) == ("POST", "/v1/qa-runs") and caller != "owner":
+        return {404}  # a QA run logs in to the VM: only the owner's instances, even for an admin
     if caller in ("owner", "admin"):
         return ok
     # another user: the owner's resources do not exist for them
@@ -117,12 +142,17 @@ def expected(caller: str, method: str, path: str) -> set[int]:
 @pytest.mark.parametrize("method,path", user_routes())
 async def test_cell(method, path, caller, api, services):
     assert kind_of(path) in ("user", "admin", "agent", "public", "dev")
-    ids, snapshot_id = await make_world(services)
+    ids, snapshot_id = await make_world(services, "stopped" if path.endswith("/start") else "running")
     instance_id = ids["own"][0]
     url = path.replace("{instance_id}", instance_id).replace("{snapshot_id}", snapshot_id).replace("{user}", "alice")
+    url = url.replace("{run_id}", ids["run"][0]).replace("{suite}", "cpu").replace("{check}", "cpu_single_events_s")
+    url = url.replace("{provider}", "local").replace("{machine_type}", "local")
+    if path.startswith("/v1/qa-history"):
+        url += "?suite=cpu&check=cpu_single_events_s"
     response = await api.request(method, url, headers=headers_for(caller, services, ids),
                                  json=body_for(method, path, instance_id))
     assert response.status_code in expected(caller, method, path), (method, path, caller, response.text)
     if caller == "other" and response.status_code == 200 and method == "GET":
         # Lists answer 200 to anyone, but with nothing of the owner's in them.
         assert instance_id not in response.text and snapshot_id not in response.text
+        assert ids["run"][0] not in response.text

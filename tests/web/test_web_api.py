@@ -311,8 +311,15 @@ class TestEventStream:
             headers = {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}
             created = (await api.post("/v1/instances", json=instance_body(ssh_keypair.public), headers=headers)).json()
             stream = asyncio.create_task(api.get(f"/v1/instances/{created['id']}/events/stream", headers=headers))
-            await wait_status(api, f"/v1/instances/{created['id']}", headers, {"running"}, 60)
+            path = f"/v1/instances/{created['id']}"
+            await wait_status(api, path, headers, {"running"}, 60)
             assert not stream.done(), "a running instance's stream stays open"
+            assert (await api.post(f"{path}/stop", headers=headers)).status_code == 202
+            await wait_status(api, path, headers, {"stopped"}, 60)
+            await asyncio.sleep(0.3)  # a few polls of the stream
+            assert not stream.done(), "stopped is steady, not final: the stream stays open"
+            assert (await api.post(f"{path}/start", headers=headers)).status_code == 202
+            await wait_status(api, path, headers, {"running"}, 60)
             assert (await api.delete(f"/v1/instances/{created['id']}", headers=headers)).status_code == 202
             response = await asyncio.wait_for(stream, 60)
             listed = (await api.get(f"/v1/instances/{created['id']}/events", headers=headers)).json()
@@ -320,13 +327,19 @@ class TestEventStream:
         statuses = [m["data"]["status"] for m in messages if m["event"] == "status"]
         # Status messages are state, sampled each poll: a state shorter than a poll may not get its own.
         assert statuses[0] == "pending" and statuses[-1] == "deleted"
-        assert statuses == sorted(statuses, key=["pending", "provisioning", "configuring", "running", "deleting",
-                                                 "deleted"].index), "status changes arrive in lifecycle order"
+        assert "stopped" in statuses
+        stopped_at = statuses.index("stopped")
+        order = ["pending", "provisioning", "configuring", "running", "stopping", "stopped", "starting", "running",
+                 "deleting", "deleted"]
+        assert statuses[:stopped_at] == sorted(statuses[:stopped_at], key=order.index) and \
+               statuses[stopped_at:] == sorted(statuses[stopped_at:], key=order[5:].index), \
+               "status changes arrive in lifecycle order"
         streamed = [m["data"] for m in messages if m["event"] == "instance"]
         # Status messages are state (changes within one poll are coalesced); the history is in the events.
         assert [e["message"] for e in streamed if e["type"] == "status"] == [
             "pending → provisioning", "provisioning → configuring", "configuring → running",
-            "instance running → deleting", "deleting → deleted"]
+            "running → stopping (requested by alice)", "stopping → stopped", "stopped → starting (requested by alice)",
+            "starting → running", "instance running → deleting", "deleting → deleted"]
         assert [(e["type"], e["message"]) for e in streamed] == [(e["type"], e["message"]) for e in listed], \
             "every event, in the same order as GET /events, each once"
         assert streamed[-1]["message"].endswith("→ deleted"), "the final transition's own event comes before the end"

@@ -55,6 +55,32 @@ export async function api(path, { method = "GET", body, headers = {}, signal } =
   return data;
 }
 
+// A binary answer (a chart) as a data: URI, the only image source the page's CSP allows besides 'self'
+// (an <img> cannot send the Authorization header).
+export async function dataUri(path) {
+  const response = await fetch(path, { headers: authHeaders({ Accept: "image/png" }) });
+  if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => ({})));
+  const blob = await response.blob();
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);
+  });
+}
+
+// A download (a report) fetched with the token, saved under `filename`.
+export async function download(path, filename) {
+  const response = await fetch(path, { headers: authHeaders({ Accept: "*/*" }) });
+  if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => ({})));
+  const url = URL.createObjectURL(await response.blob());
+  const link = Object.assign(document.createElement("a"), { href: url, download: filename });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
 export function query(params) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") q.set(k, v);
@@ -64,8 +90,9 @@ export function query(params) {
 
 // Server-Sent Events over fetch(): EventSource cannot send an Authorization header, and a token in the
 // URL would end up in access logs. Reconnects with Last-Event-ID; after repeated failures it gives up and
-// calls onFallback so the page can poll instead.
-export function streamEvents(instanceId, { onStatus, onEvent, onEnd, onState, onFallback }) {
+// calls onFallback so the page can poll instead. `path` follows another stream of the same shape (a QA
+// run's: its events are `event: qa`).
+export function streamEvents(instanceId, { onStatus, onEvent, onEnd, onState, onFallback, path }) {
   const controller = new AbortController();
   let lastId = null;
   let failures = 0;
@@ -76,14 +103,14 @@ export function streamEvents(instanceId, { onStatus, onEvent, onEnd, onState, on
     if (!message.event) return;
     const data = message.data ? JSON.parse(message.data) : null;
     if (message.event === "status") onStatus?.(data);
-    else if (message.event === "instance") onEvent?.(data);
+    else if (message.event === "instance" || message.event === "qa") onEvent?.(data);
     else if (message.event === "end") { stopped = true; onEnd?.(data); }
   }
 
   async function connectOnce() {
     const headers = authHeaders({ Accept: "text/event-stream" });
     if (lastId) headers["Last-Event-ID"] = lastId;
-    const response = await fetch(`/v1/instances/${encodeURIComponent(instanceId)}/events/stream`,
+    const response = await fetch(path || `/v1/instances/${encodeURIComponent(instanceId)}/events/stream`,
                                  { headers, signal: controller.signal, cache: "no-store" });
     if (!response.ok || !response.body) {
       const error = new ApiError(response.status, await response.json().catch(() => ({})));

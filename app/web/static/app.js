@@ -3,8 +3,17 @@
 
 import { api, ApiError, query, session, setUnauthorizedHandler, streamEvents } from "./api.js";
 import { lineChart, sparkline } from "./charts.js";
+import { qaPage, qaRunPage } from "./qa.js";
 
-const STATUSES = ["pending", "provisioning", "configuring", "running", "failed", "deleting", "deleted"];
+const STATUSES = ["pending", "provisioning", "configuring", "running", "stopping", "stopped", "starting", "rebooting",
+  "failed", "deleting", "deleted"];
+// Day 2: where an instance goes after it first ran, and what each action needs (app/lifecycle/states.py).
+const DAY2 = { stopping: "Stopping", stopped: "Stopped", starting: "Starting", rebooting: "Rebooting" };
+const ACTIONS = [
+  { action: "stop", label: "Stop", needs: "running", hint: "Stop the VM; its disk is kept" },
+  { action: "start", label: "Start", needs: "stopped", hint: "Start it again (same disk)" },
+  { action: "reboot", label: "Reboot", needs: "running", hint: "Reboot the VM" },
+];
 const PAGE_SIZE = 20;
 const root = document.getElementById("app");
 let features = { features: {}, dev_login: false };
@@ -118,6 +127,7 @@ function layout(active, content) {
       f.instances_ui ? link("instances", "#/instances", "Instances", "▣") : null,
       f.instances_ui ? link("new", "#/instances/new", "New instance", "+") : null,
       f.snapshots ? link("snapshots", "#/snapshots", "Snapshots", "◷") : null,
+      link("qa", "#/qa", "QA runs", "✓"),
       h("a", { href: "/docs", class: "nav-item", target: "_blank", rel: "noopener" }, h("span", { class: "nav-icon" }, "⌘"), "API docs")),
     h("div", { class: "whoami" },
       h("div", { class: "muted small" }, "Signed in as"),
@@ -143,6 +153,7 @@ async function render() {
     if (parts[0] === "instances" && parts[1] === "new" && f.instances_ui) return createPage(params);
     if (parts[0] === "instances" && parts[1] && f.instances_ui) return detailPage(parts[1]);
     if (parts[0] === "snapshots" && f.snapshots) return snapshotsPage();
+    if (parts[0] === "qa") return parts[1] ? qaRunPage(pageKit(), parts[1]) : qaPage(pageKit(), params);
     if ((parts[0] === "instances" || parts.length === 0) && f.instances_ui) return listPage(params);
     if (parts.length === 0 && f.snapshots) return navigate("#/snapshots");
     layout(null, h("section", { class: "page" }, h("h1", {}, "Nothing here"),
@@ -150,6 +161,11 @@ async function render() {
   } catch (error) {
     layout(null, errorBanner(error));
   }
+}
+
+// What pages kept in modules of their own (qa.js) build with: the same helpers as the pages here.
+function pageKit() {
+  return { h, fill, layout, badge, timeCell, toast, every, errorBanner, navigate, field, showProblem, cleanups };
 }
 
 // --- sign-in ---------------------------------------------------------------------------------------
@@ -269,6 +285,7 @@ function field(name, label, input, hint) {
 function showProblem(form, error, banner) {
   form.querySelectorAll(".field").forEach((f) => { f.classList.remove("invalid"); f.querySelector(".field-error").textContent = ""; });
   fill(banner);
+  if (!error) return;
   const unplaced = [];
   const errors = error instanceof ApiError ? error.errors : [];
   for (const e of errors) {
@@ -437,7 +454,9 @@ function stepStates(instance, events) {
     if (e.type === "step.failed") failedSteps.add(e.step);
   }
   const s = instance.status;
-  const reached = ["running", "deleting", "deleted"].includes(s) && !instance.error;
+  // An error of a later stop or start does not undo having run: only one of provisioning's steps does.
+  const neverRan = instance.error && STEPS.some((step) => step.key === instance.error.step);
+  const reached = ["running", "deleting", "deleted", ...Object.keys(DAY2)].includes(s) && !neverRan;
   return STEPS.map((step, index) => {
     if (step.key === "pending") return s === "pending" ? "current" : "done";
     if (step.key === "running") return reached ? "done" : "todo";
@@ -452,8 +471,11 @@ function stepStates(instance, events) {
 
 function stepper(instance, events) {
   const states = stepStates(instance, events);
-  const extra = ["deleting", "deleted", "failed"].includes(instance.status) ? h("li", { class: `step step-${instance.status === "deleting" ? "current" : instance.status === "failed" ? "failed" : "done"}` },
-    h("span", { class: "step-dot" }), h("span", { class: "step-label" }, instance.status === "failed" ? "Failed" : instance.status === "deleting" ? "Deleting" : "Deleted")) : null;
+  const s = instance.status;
+  const extra = ["deleting", "deleted", "failed"].includes(s) ? h("li", { class: `step step-${s === "deleting" ? "current" : s === "failed" ? "failed" : "done"}` },
+    h("span", { class: "step-dot" }), h("span", { class: "step-label" }, s === "failed" ? "Failed" : s === "deleting" ? "Deleting" : "Deleted"))
+    : DAY2[s] ? h("li", { class: `step step-${s === "stopped" ? "done" : "current"}`, dataset: { step: s } },
+      h("span", { class: "step-dot" }, s === "stopped" ? "■" : "…"), h("span", { class: "step-label" }, DAY2[s])) : null;
   return h("ol", { class: "stepper", id: "stepper", "aria-label": "Progress" },
     STEPS.map((step, i) => h("li", { class: `step step-${states[i]}`, dataset: { step: step.key, state: states[i] } },
       h("span", { class: "step-dot" }, states[i] === "done" ? "✓" : states[i] === "failed" ? "!" : String(i + 1)),
@@ -466,6 +488,76 @@ function sshCommand(i) {
   const port = i.ssh_port && i.ssh_port !== 22 ? `-p ${i.ssh_port} ` : "";
   const user = i.provider === "local" ? "$(whoami)" : i.ssh_user; // a local instance logs in the account running onebox
   return `ssh ${port}${user}@${i.public_ip}`;
+}
+
+// The instance's lifecycle rules: what will happen to it (its schedule, the policy included) and a form for its
+// own settings, sent as a JSON merge patch (an empty field clears the value: the policy's then applies).
+function lifecycleCard(id, get, onSaved) {
+  const when = (iso) => iso ? h("time", { datetime: iso, title: new Date(iso).toLocaleString() }, new Date(iso).toLocaleString()) : null;
+  const fromPolicy = (s, key) => s.from_policy?.includes(key) ? h("span", { class: "chip chip-sm chip-policy", title: "set by your policy" }, "policy") : null;
+  const choice = (name) => h("select", { id: `l-${name}`, name }, h("option", { value: "" }, "default (stop)"),
+    h("option", { value: "stop" }, "stop"), h("option", { value: "delete" }, "delete"));
+  const el = {
+    ttl_hours: h("input", { id: "l-ttl", name: "ttl_hours", type: "number", min: 0.0167, step: "any", placeholder: "none" }),
+    on_expiry: choice("on_expiry"),
+    idle_minutes: h("input", { id: "l-idle", name: "idle_minutes", type: "number", min: 1, step: 1, placeholder: "off" }),
+    on_idle: choice("on_idle"),
+    delete_after_stopped_days: h("input", { id: "l-stopped-days", name: "delete_after_stopped_days", type: "number", min: 1, step: 1, placeholder: "never" }),
+  };
+  const summary = h("dl", { class: "facts", id: "schedule" });
+  const banner = h("div");
+  const save = h("button", { class: "btn btn-secondary", type: "submit", id: "lifecycle-save" }, "Save");
+  const form = h("form", { class: "lifecycle-form", id: "lifecycle-form", novalidate: true, onsubmit: async (e) => {
+    e.preventDefault();
+    const number = (input) => input.value === "" ? null : Number(input.value);
+    const hours = number(el.ttl_hours);
+    const patch = {
+      ttl_seconds: hours === null ? null : Math.round(hours * 3600), on_expiry: el.on_expiry.value || null,
+      idle_minutes: number(el.idle_minutes), on_idle: el.on_idle.value || null,
+      delete_after_stopped_days: number(el.delete_after_stopped_days),
+    };
+    const before = get();
+    // A merge patch of what changed only: an unchanged TTL keeps counting from when it was set.
+    for (const key of Object.keys(patch)) if (patch[key] === (before[key] ?? null)) delete patch[key];
+    save.disabled = true;
+    try {
+      const updated = await api(`/v1/instances/${encodeURIComponent(id)}`, { method: "PATCH", body: patch });
+      showProblem(form, null, banner);
+      toast("Lifecycle settings saved");
+      onSaved(updated);
+      fillInputs(updated);
+    } catch (error) { showProblem(form, error, banner); } finally { save.disabled = false; }
+  } },
+    banner,
+    h("div", { class: "grid-2" },
+      field("ttl_seconds", "Time to live (hours)", el.ttl_hours, "counted from now, and again from each start"),
+      field("on_expiry", "Then", el.on_expiry),
+      field("idle_minutes", "Idle autostop (minutes)", el.idle_minutes, "idle on every signal: CPU, GPUs, network, disk, SSH"),
+      field("on_idle", "Then", el.on_idle),
+      field("delete_after_stopped_days", "Delete when stopped for (days)", el.delete_after_stopped_days)),
+    h("div", { class: "actions" }, save));
+  function fillInputs(i) {
+    el.ttl_hours.value = i.ttl_seconds ? +(i.ttl_seconds / 3600).toFixed(4) : "";
+    el.on_expiry.value = i.on_expiry || "";
+    el.idle_minutes.value = i.idle_minutes ?? "";
+    el.on_idle.value = i.on_idle || "";
+    el.delete_after_stopped_days.value = i.delete_after_stopped_days ?? "";
+  }
+  let filled = false;
+  function update(i) {
+    if (!filled) { fillInputs(i); filled = true; }
+    const s = i.schedule;
+    const last = i.last_request;
+    fill(summary,
+      !s ? [h("dt", {}, "Rules"), h("dd", { class: "muted" }, "none (deleted)")] : [
+        h("dt", {}, "Time to live"), h("dd", { id: "schedule-ttl" }, s.expires_at ? [`${s.on_expiry === "delete" ? "deleted" : "stopped"} at `, when(s.expires_at), " ", fromPolicy(s, "expires_at")] : h("span", { class: "muted" }, i.status === "stopped" ? "counts again from the next start" : "none")),
+        h("dt", {}, "Idle autostop"), h("dd", { id: "schedule-idle" }, s.idle_minutes ? [`${s.on_idle === "delete" ? "delete" : "stop"} after ${s.idle_minutes} min idle `, fromPolicy(s, "idle_minutes")] : h("span", { class: "muted" }, "off")),
+        h("dt", {}, "When stopped"), h("dd", { id: "schedule-stopped" }, s.delete_after_stopped_days ? (s.delete_at ? ["deleted at ", when(s.delete_at), " ", fromPolicy(s, "delete_after_stopped_days")] : [`deleted after ${s.delete_after_stopped_days} days`, " ", fromPolicy(s, "delete_after_stopped_days")]) : h("span", { class: "muted" }, "kept")),
+      ],
+      last ? [h("dt", {}, `Last ${last.action}`), h("dd", { id: "last-request" }, `by ${last.requested_by}${last.rule ? ` (rule ${last.rule})` : ""}`, last.reason ? h("div", { class: "muted small" }, last.reason) : null)] : null);
+  }
+  const node = h("div", { class: "card", id: "lifecycle-card" }, h("h2", {}, "Lifecycle"), summary, form);
+  return { node, update };
 }
 
 async function detailPage(id) {
@@ -481,6 +573,7 @@ async function detailPage(id) {
   const charts = h("div", { class: "charts", id: "charts" });
   const snapsBox = h("div", { class: "card", id: "snapshots-card" });
   const dialog = h("dialog", { class: "dialog", id: "confirm-delete" });
+  const lifecycle = lifecycleCard(id, () => instance, (updated) => { instance = updated; renderHead(); });
 
   function renderHead() {
     const i = instance;
@@ -489,8 +582,14 @@ async function detailPage(id) {
       h("div", {}, h("a", { href: "#/instances", class: "muted small" }, "← Instances"),
         h("h1", {}, i.name, " ", badge(i.status)), h("div", { class: "muted mono small" }, i.id)),
       h("div", { class: "actions" },
+        ACTIONS.map((a) => h("button", {
+          class: "btn btn-ghost", type: "button", id: `${a.action}-button`, dataset: { action: a.action },
+          disabled: i.status !== a.needs, title: i.status === a.needs ? a.hint : `${a.label} needs a ${a.needs} instance`,
+          onclick: () => act(a.action),
+        }, a.label)),
         f.snapshots ? h("button", { class: "btn btn-secondary", type: "button", id: "snapshot-button", disabled: i.status !== "running", title: i.status === "running" ? "Snapshot the root disk" : "only a running instance can be snapshotted", onclick: takeSnapshot }, "Snapshot") : null,
         h("button", { class: "btn btn-danger", type: "button", id: "delete-button", disabled: !deletable, onclick: () => dialog.showModal() }, "Delete")));
+    lifecycle.update(i);
     fill(stepsBox, h("h2", {}, "Progress"), stepper(i, events),
       i.error ? h("div", { class: "banner banner-error", role: "alert" }, `${i.error.step ? `[${i.error.step}] ` : ""}${i.error.code}: ${i.error.message}`) : null);
     const ssh = sshCommand(i);
@@ -561,6 +660,14 @@ async function detailPage(id) {
     if (items.some((s) => ["creating", "deleting"].includes(s.status))) setTimeout(loadSnapshots, 2000);
   }
 
+  async function act(action) {
+    try {
+      instance = await api(`/v1/instances/${encodeURIComponent(id)}/${action}`, { method: "POST" });
+      toast(`${action[0].toUpperCase()}${action.slice(1)} of ${instance.name} requested`);
+      renderHead();
+    } catch (e) { toast(e.message, "error"); }
+  }
+
   async function takeSnapshot() {
     const stamp = new Date().toISOString().slice(0, 19).replace(/[-:T]/g, "").toLowerCase();
     try {
@@ -588,7 +695,7 @@ async function detailPage(id) {
   renderHead();
   layout("instances", h("section", { class: "page detail" }, head,
     h("div", { class: "grid-detail" },
-      h("div", { class: "col" }, stepsBox, info, charts),
+      h("div", { class: "col" }, stepsBox, info, lifecycle.node, charts),
       h("div", { class: "col" }, h("div", { class: "card" }, h("div", { class: "card-head" }, h("h2", {}, "Events"), liveState), timeline), snapsBox)),
     dialog));
 

@@ -4,9 +4,12 @@
 What it is
     A small, dependency-free (Python 3.8+ standard library only) daemon that
     samples host metrics -- CPU, load average, memory, root-disk usage,
-    network byte counters, uptime and, when ``nvidia-smi`` is present, per-GPU
-    utilisation/memory/temperature/power -- and posts them to the onebox
-    service that provisioned the machine.
+    network and disk I/O byte counters, the number of logged-in SSH sessions,
+    uptime and, when ``nvidia-smi`` is present, per-GPU utilisation/memory/
+    temperature/power (and power limit) -- and posts them to the onebox
+    service that provisioned the machine.  onebox decides from them whether
+    an instance is idle (idle autostop), so nothing is left out quietly: a
+    value that cannot be read is sent as null.
 
 Where it runs
     On every VM onebox provisions.  The ``agent`` Ansible role copies this one
@@ -35,8 +38,9 @@ How it is configured
           "disk_path": "/",                      # filesystem whose usage is reported
           "nvidia_smi": "nvidia-smi",            # name (looked up on PATH) or path
           "nvidia_smi_timeout": 5,               # seconds
-          "ca_file": null                        # extra CA bundle for https onebox
-        }
+          "ca_file": null,                       # extra CA bundle for https onebox
+          "sshd_pid_file": null                  # count only the SSH sessions of this sshd
+        }                                        # (a onebox local instance; a VM counts all)
 
     Every ``interval`` seconds one sample is collected and appended to a
     bounded in-memory buffer; the buffer is posted, oldest first, at most 100
@@ -254,6 +258,108 @@ def parse_uptime(text: str) -> float:
     return _r2(value)
 
 
+SECTOR_BYTES = 512  # /proc/diskstats counts 512-byte sectors whatever the device's own sector size
+# Devices layered on others (device mapper, software RAID) or not disks at all: their I/O is counted once,
+# on the disks below them.
+_NOT_DISKS = ("loop", "ram", "zram", "dm-", "md", "sr", "fd", "nbd")
+
+
+def _is_partition(name: str, names: "set") -> bool:
+    """sda1 of sda, nvme0n1p1 of nvme0n1, mmcblk0p2 of mmcblk0: a parent ending in a digit takes a 'p'."""
+    for cut in range(len(name) - 1, 0, -1):
+        if not name[cut:].isdigit():
+            break
+        parent = name[:cut]
+        if parent.endswith("p") and parent[:-1] in names and parent[-2:-1].isdigit():
+            return True
+        if parent in names and not parent[-1].isdigit():
+            return True
+    return False
+
+
+def parse_diskstats(text: str) -> Tuple[int, int]:
+    """(read_bytes, written_bytes) since boot, summed over whole disks of /proc/diskstats.
+
+    Partitions (their I/O is their disk's) and layered or virtual devices (loop,
+    device mapper, md, RAM disks, CD-ROMs) are left out, so nothing is counted
+    twice.  Lines of fewer than 14 fields (partitions on 2.6.x kernels) are
+    partitions too.  A machine without disks gives (0, 0).
+    """
+    rows = []
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < 7:
+            raise ValueError("/proc/diskstats: malformed line %r" % line[:80])
+        rows.append(fields)
+    names = {f[2] for f in rows}
+    read = written = 0
+    for fields in rows:
+        name = fields[2]
+        if len(fields) < 14 or name.startswith(_NOT_DISKS) or _is_partition(name, names):
+            continue
+        try:
+            sectors_read, sectors_written = int(fields[5]), int(fields[9])
+        except ValueError:
+            raise ValueError("/proc/diskstats: non-integer counters for %r" % name) from None
+        if sectors_read < 0 or sectors_written < 0:
+            raise ValueError("/proc/diskstats: negative counters for %r" % name)
+        read += sectors_read * SECTOR_BYTES
+        written += sectors_written * SECTOR_BYTES
+    return read, written
+
+
+def is_ssh_session(cmdline: bytes) -> bool:
+    """Whether a process's command line is an SSH session's: sshd titles the process that serves one
+    logged-in connection ``sshd: USER@pts/N`` (or ``USER@notty`` for commands, sftp, editors' remote
+    servers), ``sshd-session: ...`` since OpenSSH 9.8.  The listener, privileged monitors
+    (``USER [priv]``) and connections not yet logged in (``[preauth]``, ``[net]``) are not sessions."""
+    title = cmdline.split(b"\0", 1)[0].decode("utf-8", "replace").strip()
+    for prefix in ("sshd: ", "sshd-session: "):
+        if title.startswith(prefix):
+            words = title[len(prefix):].split()
+            return bool(words) and "@" in words[0] and not words[0].startswith("/")
+    return False
+
+
+def _parent_pid(stat_text: str) -> int:
+    return int(stat_text.rsplit(")", 1)[1].split()[1])
+
+
+def count_ssh_sessions(proc_root: str = "/proc", under_pid: Optional[int] = None) -> int:
+    """Logged-in SSH sessions on this machine, from the process table (interactive or not: utmp would
+    miss every session without a terminal).  With ``under_pid``, only the sessions of that sshd (a
+    onebox local instance shares the host's process table with the host's own sshd)."""
+    sessions = []
+    parents = {}  # type: Dict[int, int]
+    for entry in os.listdir(proc_root):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc_root, entry, "cmdline"), "rb") as f:
+                cmdline = f.read()
+            if under_pid is not None:
+                with open(os.path.join(proc_root, entry, "stat"), encoding="utf-8", errors="replace") as f:
+                    parents[int(entry)] = _parent_pid(f.read())
+        except (OSError, ValueError, IndexError):
+            continue  # it ended meanwhile, or cannot be read (another user's, hidepid)
+        if is_ssh_session(cmdline):
+            sessions.append(int(entry))
+    if under_pid is None:
+        return len(sessions)
+    count = 0
+    for pid in sessions:
+        for _ in range(64):  # up the tree to the sshd (its direct child, unless privilege separation)
+            pid = parents.get(pid, 0)
+            if pid == under_pid:
+                count += 1
+                break
+            if pid <= 1:
+                break
+    return count
+
+
 def disk_percent(st: Any) -> float:
     """Used percentage of a filesystem from an os.statvfs() result, as df(1) shows it.
 
@@ -268,7 +374,7 @@ def disk_percent(st: Any) -> float:
 
 
 NVIDIA_SMI_FIELDS = (
-    "index,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw"
+    "index,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw,power.limit"
 )
 NVIDIA_SMI_ARGS = ["--query-gpu=" + NVIDIA_SMI_FIELDS, "--format=csv,noheader,nounits"]
 _GPU_NUMERIC_KEYS = (
@@ -277,6 +383,7 @@ _GPU_NUMERIC_KEYS = (
     "memory_total_mib",
     "temperature_c",
     "power_draw_w",
+    "power_limit_w",
 )
 
 
@@ -301,10 +408,11 @@ def parse_nvidia_smi_csv(text: str) -> List[Dict[str, Any]]:
         if not line.strip():
             continue
         cols = [c.strip() for c in line.split(",")]
-        if len(cols) < 7:
-            raise ValueError("nvidia-smi: expected 7 columns, got %d in %r" % (len(cols), line[:120]))
-        index_raw, numeric = cols[0], cols[-5:]
-        name = ", ".join(cols[1:-5])  # tolerate commas inside the product name
+        count = len(_GPU_NUMERIC_KEYS)
+        if len(cols) < count + 2:
+            raise ValueError("nvidia-smi: expected %d columns, got %d in %r" % (count + 2, len(cols), line[:120]))
+        index_raw, numeric = cols[0], cols[-count:]
+        name = ", ".join(cols[1:-count])  # tolerate commas inside the product name
         try:
             index = int(index_raw)
         except ValueError:
@@ -397,6 +505,7 @@ class Collector:
         disk_path: str = "/",
         nvidia_smi: str = "nvidia-smi",
         nvidia_smi_timeout: float = 5.0,
+        sshd_pid_file: Optional[str] = None,
         cpu_window: float = DEFAULT_CPU_WINDOW,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
@@ -406,6 +515,7 @@ class Collector:
         self.disk_path = disk_path
         self.nvidia_smi = nvidia_smi
         self.nvidia_smi_timeout = nvidia_smi_timeout
+        self.sshd_pid_file = sshd_pid_file
         self.cpu_window = cpu_window
         self.clock = clock
         self.sleep = sleep
@@ -458,13 +568,33 @@ class Collector:
             "disk_percent": self._disk(),
             "net_rx_bytes": None,
             "net_tx_bytes": None,
+            "disk_read_bytes": None,
+            "disk_write_bytes": None,
+            "ssh_sessions": self._ssh_sessions(),
             "uptime_seconds": self._field("uptime_seconds", "uptime", parse_uptime),
             "gpus": self._gpus(),
         }  # type: Dict[str, Any]
         net = self._field("net_bytes", os.path.join("net", "dev"), parse_net_dev)
         if net is not None:
             sample["net_rx_bytes"], sample["net_tx_bytes"] = net
+        disk_io = self._field("disk_io_bytes", "diskstats", parse_diskstats)
+        if disk_io is not None:
+            sample["disk_read_bytes"], sample["disk_write_bytes"] = disk_io
         return sample
+
+    def _ssh_sessions(self) -> Optional[int]:
+        key = "ssh_sessions"
+        under = None
+        try:
+            if self.sshd_pid_file:
+                with open(self.sshd_pid_file, encoding="utf-8") as f:
+                    under = int(f.read().strip())
+            value = count_ssh_sessions(self.proc_root, under)
+        except (OSError, ValueError) as exc:
+            self.problems.report(key, "ssh_sessions unavailable: %s" % exc)
+            return None
+        self.problems.clear(key)
+        return value
 
     def _disk(self) -> Optional[float]:
         try:
@@ -749,6 +879,7 @@ class Config:
         "nvidia_smi": "nvidia-smi",
         "nvidia_smi_timeout": 5.0,
         "ca_file": None,
+        "sshd_pid_file": None,
     }
     _POSITIVE = ("interval", "timeout", "max_backoff", "initial_backoff", "nvidia_smi_timeout")
     _STRINGS = ("log_file", "log_level", "proc_root", "disk_path", "nvidia_smi")
@@ -780,6 +911,8 @@ class Config:
                 raise ConfigError("%r must be a non-empty string" % key)
         if merged["ca_file"] is not None and not isinstance(merged["ca_file"], str):
             raise ConfigError("'ca_file' must be a string")
+        if merged["sshd_pid_file"] is not None and not isinstance(merged["sshd_pid_file"], str):
+            raise ConfigError("'sshd_pid_file' must be a string")
         if not isinstance(logging.getLevelName(merged["log_level"].upper()), int):
             raise ConfigError("'log_level' must be DEBUG, INFO, WARNING or ERROR")
         self.interval = merged["interval"]  # type: float
@@ -794,6 +927,7 @@ class Config:
         self.nvidia_smi = merged["nvidia_smi"]  # type: str
         self.nvidia_smi_timeout = merged["nvidia_smi_timeout"]  # type: float
         self.ca_file = merged["ca_file"]  # type: Optional[str]
+        self.sshd_pid_file = merged["sshd_pid_file"]  # type: Optional[str]
 
     def safe_url(self) -> str:
         """The url without any user:password part, for logging."""
@@ -946,6 +1080,7 @@ class Agent:
             disk_path=config.disk_path,
             nvidia_smi=config.nvidia_smi,
             nvidia_smi_timeout=config.nvidia_smi_timeout,
+            sshd_pid_file=config.sshd_pid_file,
             logger=logger,
         )
         self.poster = poster if poster is not None else Poster(
