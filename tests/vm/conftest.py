@@ -43,10 +43,16 @@ def pytest_terminal_summary(terminalreporter):
 
 
 @pytest.fixture(scope="session")
-def qemu_image() -> BootFiles:
+def qemu_tools() -> None:
+    """QEMU on this machine. The tier is part of `make test`, which installs it: a machine without it
+    fails here, once, saying what to run (a skip would let `make test` pass without the tier)."""
     missing = [t for t in TOOLS if not shutil.which(t)]
     if missing:
-        pytest.fail(f"{', '.join(missing)} missing: run `make qemu` (make test does)")
+        pytest.fail(f"{', '.join(missing)} missing: run `make qemu` (make test does)", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def qemu_image(qemu_tools) -> BootFiles:
     defaults = QemuConfig(root=IMAGE_DIR)
     return base_image(IMAGE_DIR, "debian-12", defaults.build_script, defaults.build_timeout)
 

@@ -15,7 +15,7 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVh9k3YgCz0m3b0nB2H0q8q3oH9u3Xl0VvS1
 
 
 @pytest.fixture
-def settings(dbserver, tmp_path, qemu_network):
+def settings(dbserver, tmp_path, qemu_network, qemu_tools):
     return make_settings(dbserver, tmp_path / "data", providers=["local", "qemu"], qemu_image_dir=IMAGE_DIR)
 
 

@@ -13,6 +13,10 @@ a busy machine):
 * a snapshot of it boots as the child, with the file written before, and the child reaches the
   parent on the private network; the agent's unit started at the child's boot by itself (the parent's
   configured disk, booted again: what a reboot does);
+* while the child boots, the parent is stopped and started through the API (the day-2 jobs): stopped,
+  its QEMU is gone and its disk stays; started, the same guest boots from that disk, its agent's unit
+  comes back by itself and reports again (the instance ``healthy``), and a file written before the stop
+  is still there;
 * deleting both leaves no QEMU process and no disk file.
 """
 
@@ -40,6 +44,7 @@ from tests.vm.conftest import FIGURES, IMAGE_DIR
 
 BOOT = 1500.0  # seconds a VM may take from POST to running (boot + configuration), on a busy machine
 PROOF = "written-before-the-snapshot"
+KEPT = "written-before-the-stop"
 BOOTSTRAP = "#!/bin/sh\nid -un > /var/tmp/bootstrap-ran-as\necho bootstrap done on $(hostname)\n"
 
 
@@ -278,7 +283,47 @@ async def child(box, parent, ssh_keypair):
     posted = time.monotonic()
     created = await box.api.post("/v1/instances", json=body, headers=box.headers)
     assert created.status_code == 202, created.text
-    return await running(box, created.json()["id"], posted)
+    # The parent's stop and start overlap the child's boot: one boot's wait less for the tier.
+    child, _ = await asyncio.gather(running(box, created.json()["id"], posted),
+                                    power_cycle(box, parent, ssh_keypair))
+    return child
+
+
+async def power_cycle(box: Box, parent: dict, ssh_keypair) -> None:
+    """Stop the parent, then start it, through the API; what was seen on the way goes to ``box.state``."""
+    path = f"/v1/instances/{parent['id']}"
+    wrote = await asyncio.to_thread(box.ssh, ssh_keypair, parent,
+                                    f"echo {KEPT} > ~/kept.txt && cat /proc/sys/kernel/random/boot_id")
+    assert wrote.returncode == 0, wrote.stderr
+    disk = box.provider.instances_dir / parent["id"] / "disk.qcow2"
+    cycle = box.state["cycle"] = {"pids_before": box.qemu_pids(parent["id"]), "boot_before": wrote.stdout.strip()}
+    began = time.monotonic()
+    asked = await box.api.post(path + "/stop", headers=box.headers)
+    assert asked.status_code == 202, asked.text
+    cycle["stopped"] = await wait_status(box.api, path, box.headers, {"stopped", "failed"}, 300)
+    FIGURES["parent: stop"] = f"{time.monotonic() - began:.0f} s (POST to stopped)"
+    cycle["pids_stopped"], cycle["disk_kept"] = box.qemu_pids(parent["id"]), disk.exists()
+    started_at = dt.datetime.now(dt.timezone.utc)
+    began = time.monotonic()
+    asked = await box.api.post(path + "/start", headers=box.headers)
+    assert asked.status_code == 202, asked.text
+    cycle["started"] = await wait_status(box.api, path, box.headers, {"running", "failed"}, 300)
+    assert cycle["started"]["status"] == "running", (cycle["started"]["error"], await events_of(box, parent["id"]))
+    cycle["pids_started"] = box.qemu_pids(parent["id"])
+    # The agent reports again once the guest has booted: a sample from this boot, and the instance healthy.
+    deadline = time.monotonic() + BOOT
+    while time.monotonic() < deadline:
+        inst = (await box.api.get(path, headers=box.headers)).json()
+        series = (await box.api.get(path + "/metrics", headers=box.headers)).json()["items"]
+        since_start = (dt.datetime.now(dt.timezone.utc) - started_at).total_seconds()
+        if inst["health"]["state"] == "healthy" and series and series[-1]["uptime_seconds"] < since_start:
+            break
+        await asyncio.sleep(2)
+    cycle["health"], cycle["last_sample"], cycle["since_start"] = inst["health"], series[-1], since_start
+    FIGURES["parent: start"] = f"{time.monotonic() - began:.0f} s (POST to the agent's first report from the new boot)"
+    cycle["guest"] = await asyncio.to_thread(
+        box.ssh, ssh_keypair, inst, "cat ~/kept.txt ~/proof.txt && systemctl is-active onebox-agent && "
+                                    "cat /proc/sys/kernel/random/boot_id")
 
 
 async def test_instance_from_the_snapshot_has_the_file_and_reaches_the_parent_privately(box, parent, child,
@@ -302,6 +347,23 @@ def test_the_agent_unit_comes_back_at_boot(box, child, ssh_keypair):
     assert result.returncode == 0, (result.stdout, result.stderr)
     starts, state = result.stdout.split()
     assert int(starts) >= 2 and state == "active", result.stdout
+
+
+def test_stop_then_start_keeps_the_disk_and_the_agent_reports_again(box, parent, child):
+    cycle = box.state["cycle"]
+    assert cycle["stopped"]["status"] == "stopped", cycle["stopped"]
+    assert cycle["pids_before"] and cycle["pids_stopped"] == [], "stopped: no QEMU process left"
+    assert cycle["disk_kept"], "stopped: the disk is kept"
+    assert cycle["pids_started"] and cycle["pids_started"] != cycle["pids_before"], "started: a new QEMU process"
+    assert cycle["started"]["private_ip"] == parent["private_ip"]
+    assert cycle["health"]["state"] == "healthy", cycle["health"]
+    assert cycle["last_sample"]["uptime_seconds"] < cycle["since_start"], "the agent reports from the new boot"
+    guest = cycle["guest"]
+    assert guest.returncode == 0, (guest.stdout, guest.stderr)
+    kept, proof, agent, boot = guest.stdout.split()
+    assert (kept, proof) == (KEPT, PROOF), "the files written before the stop are on the disk"
+    assert agent == "active", "the agent's unit came back at boot by itself (configuration does not run again)"
+    assert boot != cycle["boot_before"], "the guest booted again"
 
 
 async def test_delete_leaves_no_process_and_no_disk(box, parent, child):
