@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: install run test fuzz bench bench-tools mongo-server sshd browser qa-tools clean
+.PHONY: install run test fuzz bench bench-tools mongo-server sshd browser qa-tools qemu qemu-image clean
 
 install: .venv/.synced mongo-server sshd
 
@@ -51,8 +51,23 @@ browser:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; \
 	fi
 
+# The qemu provider runs real VMs: QEMU, and what builds its Debian guest image (only what is missing).
+QEMU_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap e2fsprogs genisoimage
+QEMU_TOOLS := qemu-system-x86_64 qemu-img mmdebstrap mkfs.ext4 genisoimage
+qemu:
+	@missing=; for t in $(QEMU_TOOLS); do PATH=$$PATH:/usr/sbin:/sbin command -v $$t >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing QEMU and the guest image tools for the qemu provider"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(QEMU_PACKAGES); \
+	fi
+
+# The qemu provider's debian-12 guest image, built once per recipe (tools/qemu-image) from Debian's
+# packages: about 500 MB and a minute or two. The provider builds it on first use too, the same way.
+qemu-image: qemu .venv/.synced
+	@.venv/bin/python -m providers.qemu debian-12 --image-dir .data/qemu/images
+
 # ONEBOX_DEV_LOGIN=1: the dashboard's sign-in page offers a development button (embedded database only).
-run: install
+run: install $(if $(findstring qemu,$(ONEBOX_PROVIDERS)),qemu)
 	ONEBOX_DEV_LOGIN=1 .venv/bin/onebox serve --port $(PORT)
 
 # QA suites run the VM's own packages; on the local provider the "VM" is this machine, so the tests
@@ -64,7 +79,8 @@ qa-tools:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-test: install browser qa-tools
+# The vm tier (tests/vm) boots real VMs from the image built here.
+test: install browser qa-tools qemu-image
 	.venv/bin/pytest
 
 # Load generators for `make bench`: wrk (Debian) for the most a server answers, vegeta (pinned in

@@ -96,6 +96,15 @@ class ProviderRegistry:
                 static_token=s.azure_static_token.get_secret_value() if s.azure_static_token else None,
                 ssh_cidr=s.azure_ssh_cidr, polling_interval=s.azure_polling_interval, deployment=deployment,
             ))
+        if name == "qemu":
+            from providers.qemu import QemuConfig, QemuProvider
+
+            return QemuProvider(QemuConfig(
+                root=s.data_dir / "qemu", image_dir=s.qemu_image_dir, accel=s.qemu_accel,
+                tb_size_mb=s.qemu_tb_size_mb, ssh_port_first=s.qemu_ssh_port_first,
+                ssh_port_last=s.qemu_ssh_port_last, private_mcast=s.qemu_private_mcast,
+                private_network=s.qemu_private_network, shutdown_grace=s.qemu_shutdown_grace_seconds,
+            ))
         raise UnknownProvider(name)
 
     async def catalog(self, name: str) -> Catalog:

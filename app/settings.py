@@ -275,6 +275,24 @@ class Settings(BaseSettings):
     gcp_anonymous_credentials: bool = Field(default=False, description="development against the GCE fake only")
     gcp_poll_seconds: float = Field(default=2.0, ge=0, description="between operation and state reads while waiting")
 
+    # --- qemu (real VMs on this machine) ---------------------------------
+    qemu_accel: Literal["auto", "kvm", "tcg"] = Field(
+        default="auto", description="auto = KVM if a trial boot proves it runs a guest, else TCG (slow); or force one")
+    qemu_image_dir: Path | None = Field(default=None, description="built guest images; unset = data_dir/qemu/images")
+    qemu_ssh_port_first: int = Field(default=10022, ge=1024, le=65535, description="SSH of each VM is forwarded "
+                                                                                  "from a free 127.0.0.1 port")
+    qemu_ssh_port_last: int = Field(default=10221, ge=1024, le=65535)
+    qemu_private_mcast: str = Field(default="230.0.77.1:17701", description="the VMs' private network: a multicast "
+                                                                            "group:port on loopback, one per deployment")
+    qemu_private_network: str = Field(default="10.77.0.0/24", description="private addresses of the VMs")
+    qemu_tb_size_mb: int = Field(default=128, ge=16, description="TCG's translation cache per VM")
+    qemu_agent_url: str | None = Field(default=None, description="how agents in qemu VMs reach this API; unset = "
+                                                                 "public_url, a loopback host replaced by 10.0.2.2")
+    qemu_boot_timeout_seconds: float = Field(default=600.0, gt=0, description="how long configuration waits for a "
+                                                                              "qemu VM's sshd (a TCG boot is slow)")
+    qemu_shutdown_grace_seconds: float = Field(default=60.0, ge=0, description="how long a stop waits for the guest "
+                                                                               "to power off before ending QEMU")
+
     inject_delays: dict[str, float] = Field(
         default={}, description='JSON {"step": seconds}: pause after a step\'s work, before it is recorded (kill drills)'
     )

@@ -194,7 +194,8 @@ class InstanceInfo:
     public_ip: str | None = None
     private_ip: str | None = None
     ssh_port: int = 22  # where configuration management reaches sshd on public_ip
-    extra: Mapping[str, str] = field(default_factory=dict)  # provider-specific, for events only
+    # provider-specific, for events only; create_instance's extra["notice"] becomes an instance event
+    extra: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ router = APIRouter(route_class=DeadlineRoute, prefix="/v1/instances", tags=["ins
 StatusFilter = Literal["pending", "provisioning", "configuring", "running", "stopping", "stopped", "starting",
                        "rebooting", "failed", "deleting", "deleted"]
 MERGE_PATCH = "application/merge-patch+json"
-ProviderFilter = Literal["aws", "gcp", "azure", "local"]
+ProviderFilter = Literal["aws", "gcp", "azure", "local", "qemu"]
 
 
 INSTANCE_LINKS = {

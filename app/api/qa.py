@@ -31,7 +31,7 @@ from app.qa.suites import SUITES
 
 router = APIRouter(route_class=DeadlineRoute, tags=["qa"], responses=PROBLEM_RESPONSES)
 
-ProviderName = Literal["aws", "gcp", "azure", "local"]
+ProviderName = Literal["aws", "gcp", "azure", "local", "qemu"]
 RunStatus = Literal["pending", "running", "passed", "failed", "error", "cancelled"]
 RUN_LINKS = {
     "GetQaRun": {"operationId": "get_qa_run", "parameters": {"run_id": "$response.body#/id"}},

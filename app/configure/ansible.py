@@ -45,6 +45,7 @@ class PlaybookTarget:
     known_hosts: list[str]  # the instance's host key lines, recorded on first contact
     name: str = "instance"  # its name in the inventory (several targets: one play over all of them)
     host_vars: dict[str, Any] = field(default_factory=dict)  # onebox's own values only, never user input
+    connect_timeout: int = 15  # seconds one SSH connection may take (a slow emulated guest needs more)
 
 
 @dataclass
@@ -123,9 +124,11 @@ def run_playbook(
             "ansible_user": t.login,
             "ansible_ssh_private_key_file": str(t.private_key),
         } for t in targets}}}
+        connect_timeout = max(t.connect_timeout for t in targets)  # one SSH setting for the play: the most patient
         control_dir = Path(tempfile.mkdtemp(prefix="cp-", dir="/tmp"))  # a short path: sockets have a length limit
         ssh_args = (f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o ControlMaster=auto "
-                    f"-o ControlPersist=30s -o ServerAliveInterval=15 -o ConnectTimeout=15 -o IdentitiesOnly=yes")
+                    f"-o ControlPersist=30s -o ServerAliveInterval=15 -o ConnectTimeout={connect_timeout} "
+                    f"-o IdentitiesOnly=yes")
         envvars = {
             "ANSIBLE_HOST_KEY_CHECKING": "True",
             "ANSIBLE_SSH_ARGS": ssh_args,
@@ -135,7 +138,7 @@ def run_playbook(
             "ANSIBLE_NOCOLOR": "True",
             "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
             "ANSIBLE_ROLES_PATH": str(PLAYBOOK.parent / "roles"),
-            "ANSIBLE_TIMEOUT": "30",
+            "ANSIBLE_TIMEOUT": str(max(30, connect_timeout)),
             "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
         }
         result = PlaybookResult(status="unknown", rc=-1)

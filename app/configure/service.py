@@ -12,9 +12,10 @@ that it was skipped.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import base64
+import getpass
 import hashlib
+from dataclasses import dataclass
 
 from app.configure.ansible import PlaybookTarget, run_playbook
 from app.configure.keys import deploy_key
@@ -23,14 +24,22 @@ from app.lifecycle.engine import JobContext
 from providers.base import ProviderError
 
 KEYSCAN_TIMEOUT = 60.0
+DEFAULT_CONNECT_TIMEOUT = 15
+QEMU_CONNECT_TIMEOUT = 120
 
 
-async def scan_host_keys(host: str, port: int, timeout: float = KEYSCAN_TIMEOUT) -> list[str]:
-    """The host's public keys as known_hosts lines, retried while sshd comes up."""
+async def scan_host_keys(host: str, port: int, timeout: float = KEYSCAN_TIMEOUT,
+                         attempt_timeout: float = 5.0) -> list[str]:
+    """The host's public keys as known_hosts lines, retried while sshd comes up.
+
+    One attempt waits ``attempt_timeout`` for an answer: an attempt given up too early on a slow
+    guest leaves its sshd working on a connection nobody reads, and a stream of them keeps the
+    guest too busy ever to answer one.
+    """
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         proc = await asyncio.create_subprocess_exec(
-            "ssh-keyscan", "-p", str(port), "-T", "5", host,
+            "ssh-keyscan", "-p", str(port), "-T", str(int(attempt_timeout)), host,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         )
         out, _ = await proc.communicate()
@@ -46,6 +55,35 @@ async def scan_host_keys(host: str, port: int, timeout: float = KEYSCAN_TIMEOUT)
 def fingerprint(known_hosts_line: str) -> str:
     blob = base64.b64decode(known_hosts_line.split()[2])
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def agent_url(settings, provider: str) -> str:
+    """``ONEBOX_PUBLIC_URL`` as the agent on a VM of ``provider`` reaches it.
+
+    A qemu VM is on QEMU's user-mode network, where the host's loopback is the gateway
+    (10.0.2.2): a loopback public URL is rewritten to it unless ``ONEBOX_QEMU_AGENT_URL`` says otherwise.
+    """
+    if provider == "qemu":
+        from providers.qemu.mapping import guest_url
+
+        return settings.qemu_agent_url or guest_url(settings.public_url)
+    return settings.public_url
+
+
+@dataclass(frozen=True)
+class SshPatience:
+    """How long to wait for a new VM's sshd: to answer at all, and in one connection."""
+
+    wait: float
+    connect: int
+
+
+def ssh_patience(settings, provider: str) -> SshPatience:
+    """A cloud VM's sshd is up within a minute of the VM running and answers at once; a qemu guest
+    under TCG boots for minutes on a busy machine, and each new connection costs it seconds."""
+    if provider == "qemu":
+        return SshPatience(settings.qemu_boot_timeout_seconds, QEMU_CONNECT_TIMEOUT)
+    return SshPatience(KEYSCAN_TIMEOUT, DEFAULT_CONNECT_TIMEOUT)
 
 
 def ssh_endpoint(settings, doc: dict) -> tuple[str, int, str]:
@@ -67,7 +105,8 @@ async def configure_instance(ctx: JobContext) -> None:
     host, port, kind = ssh_endpoint(settings, doc)
     known = doc.get("ssh_host_keys")
     if not known:
-        known = await scan_host_keys(host, port)
+        patience = ssh_patience(settings, doc["provider"])
+        known = await scan_host_keys(host, port, patience.wait, attempt_timeout=min(patience.connect, 60))
         await ctx.claim.update({"$set": {"ssh_host_keys": known}})
         await ctx.event("ssh.host_key", "recorded host key " + ", ".join(fingerprint(k) for k in known), "configure")
     private_key, _ = deploy_key(settings.data_dir)
@@ -88,7 +127,7 @@ async def configure_instance(ctx: JobContext) -> None:
         "onebox_sudo": True,
         "onebox_agent_interval": settings.agent_interval_seconds,
         "onebox_agent_config": {
-            "url": settings.public_url,
+            "url": agent_url(settings, doc["provider"]),
             "token": token,
             "instance_id": doc["_id"],
             "interval": settings.agent_interval_seconds,
@@ -99,7 +138,8 @@ async def configure_instance(ctx: JobContext) -> None:
                                  + [{k: v for k, v in b.items() if v is not None} for b in doc.get("buckets") or []],
     }
     target = PlaybookTarget(host=host, port=port, private_key=private_key, known_hosts=known,
-                            login=getpass.getuser() if kind == "local" else doc["ssh_user"])
+                            login=getpass.getuser() if kind == "local" else doc["ssh_user"],
+                            connect_timeout=ssh_patience(settings, doc["provider"]).connect)
     loop = asyncio.get_running_loop()
     pending: list = []
 

@@ -25,7 +25,7 @@ from app.policies.models import (
 )
 from app.validation import NAME_PATTERN, SSH_USER_PATTERN, check_labels, check_ssh_public_key, check_ssh_user
 
-ProviderName = Literal["aws", "gcp", "azure", "local"]
+ProviderName = Literal["aws", "gcp", "azure", "local", "qemu"]
 MAX_BOOTSTRAP_BYTES = 64 * 1024
 
 EXAMPLE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGl1Bq2dTiQqvBx9C5Ykz3zHfdv0x8WlEY0wVYbIRkKd alice@laptop"

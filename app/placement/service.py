@@ -100,6 +100,8 @@ async def create_with_failover(ctx: JobContext, provider, spec: InstanceSpec) ->
             kill_if_drilled(settings, "failover")
             placement = await _clean(ctx, provider, spec, placement)
             continue
+        if info.extra.get("notice"):  # what the provider wants the user to know (e.g. qemu's accelerator)
+            await ctx.event("provider.notice", info.extra["notice"], "create")
         if len(plan) > 1:
             await ctx.event(EVENT, f"placed in {choice}" + (f" after {len(placement['tried'])} failed attempt(s)"
                                                             if placement["tried"] else ""), "create",

@@ -45,7 +45,7 @@ from app.audit import record_system_action
 from app.clock import utcnow
 from app.configure.ansible import PlaybookTarget, run_playbook
 from app.configure.keys import deploy_key
-from app.configure.service import ssh_endpoint
+from app.configure.service import ssh_endpoint, ssh_patience
 from app.lifecycle.engine import JobBase, JobContext
 from app.lifecycle.states import QA_RUN_TRANSITIONS, QaRunStatus
 from app.qa import parsers
@@ -252,6 +252,7 @@ async def _install_tools(run: Run, step: str, instance_ids: list[str]) -> None:
         targets.append(PlaybookTarget(
             host=e.host, port=e.port, login=e.login, private_key=run.shells[instance_id].private_key,
             known_hosts=list(e.known_hosts), name=instance_id,
+            connect_timeout=ssh_patience(settings, run.target(instance_id)["provider"]).connect,
             host_vars={"onebox_instance_id": instance_id, "onebox_provider": run.target(instance_id)["provider"],
                        "onebox_ssh_user": e.login, "onebox_target_kind": e.kind}))
     loop = asyncio.get_running_loop()

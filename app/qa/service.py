@@ -201,8 +201,8 @@ class QaService:
     async def set_baseline(self, admin: Principal, suite: str, check: str, provider: str, machine_type: str,
                            value: float, tolerance_percent: float | None) -> dict[str, Any]:
         found = self._measure(suite, check)
-        if provider not in ("aws", "gcp", "azure", "local"):
-            raise field_problem("provider", "one of aws, gcp, azure, local")
+        if provider not in ("aws", "gcp", "azure", "local", "qemu"):
+            raise field_problem("provider", "one of aws, gcp, azure, local, qemu")
         tolerance = found.tolerance_percent if tolerance_percent is None else tolerance_percent
         return await self.repo.set_admin_baseline(suite, check, provider, machine_type, value, tolerance,
                                                   admin.subject)

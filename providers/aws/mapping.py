@@ -1,14 +1,14 @@
-"""EC2's vocabulary for the AWS provider: states, tags, names, tokens, user data.
+"""EC2's vocabulary for the AWS provider: states, tags, names, tokens.
 
 Pure data and functions, no boto3 calls: how EC2 states map to onebox states,
-which AMIs an image alias means, how onebox names what it creates (client
-tokens, AMI names, tags) and the cloud-init document that makes the login user.
+which AMIs an image alias means and how onebox names what it creates (client
+tokens, AMI names, tags). The user data (the cloud-init document that makes the
+login user) is ``providers.cloudinit``'s, shared with the other providers.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import zlib
 from typing import Any, Iterator
@@ -83,24 +83,6 @@ def image_name(snapshot_id: str) -> str:
     if cleaned != snapshot_id or len(name) > 128:  # keep names of different ids different
         name = f"onebox-{cleaned[:80]}-{_sha(snapshot_id)[:16]}"
     return name
-
-
-def cloud_config(ssh_user: str, ssh_public_key: str) -> str:
-    """cloud-init user data making the one login user with the user's key and sudo.
-
-    JSON is valid YAML, so json.dumps quotes every value safely.
-    """
-    doc = {
-        "users": [{
-            "name": ssh_user,
-            "ssh_authorized_keys": [ssh_public_key.strip()],
-            "sudo": "ALL=(ALL) NOPASSWD:ALL",
-            "shell": "/bin/bash",
-            "lock_passwd": True,
-        }],
-        "ssh_pwauth": False,
-    }
-    return "#cloud-config\n" + json.dumps(doc, indent=2) + "\n"
 
 
 def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:

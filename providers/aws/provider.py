@@ -37,7 +37,6 @@ from providers.aws.mapping import (
     STALE_NETWORK_CODES,
     STATUS_MAP,
     client_token,
-    cloud_config,
     image_name,
     image_snapshot_ids,
     paginate,
@@ -74,6 +73,7 @@ from providers.base import (
     listed_for,
     managed_tags,
 )
+from providers.cloudinit import cloud_config
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ class AwsProvider:
             MinCount=1,
             MaxCount=1,
             ClientToken=client_token(spec.instance_id),
-            UserData=cloud_config(spec.ssh_user, spec.ssh_public_key),
+            UserData=cloud_config(spec),
             NetworkInterfaces=[{
                 "DeviceIndex": 0,
                 "SubnetId": subnet["SubnetId"],

@@ -222,7 +222,7 @@ async function listPage(params) {
     h("label", {}, "Status ", h("select", { id: "filter-status", onchange: (e) => go({ status: e.target.value }) },
       h("option", { value: "" }, "all live"), STATUSES.map((s) => h("option", { value: s, selected: s === status }, s)))),
     h("label", {}, "Provider ", h("select", { id: "filter-provider", onchange: (e) => go({ provider: e.target.value }) },
-      h("option", { value: "" }, "all"), ["local", "aws", "gcp", "azure"].map((p) => h("option", { value: p, selected: p === provider }, p)))));
+      h("option", { value: "" }, "all"), ["local", "qemu", "aws", "gcp", "azure"].map((p) => h("option", { value: p, selected: p === provider }, p)))));
   function go(change, after = []) {
     const next = { status, provider, ...change, after: after.join(",") };
     navigate(`#/instances${query(next)}`);
