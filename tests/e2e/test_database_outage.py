@@ -48,8 +48,11 @@ class AgentClients(contextlib.AsyncExitStack):
     async def __aenter__(self):
         await super().__aenter__()
         for _ in range(self.count):
+            # Connections idle no longer than 2 s: uvicorn closes one idle for 5 s, and a post sent on it at
+            # that moment fails with a ReadError the agent's own client (a connection per post) never meets.
             self.clients.append(await self.enter_async_context(
-                httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=30)))
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=30,
+                                  limits=httpx.Limits(keepalive_expiry=2.0))))
         return self
 
     async def post(self, *args, **kwargs):

@@ -685,6 +685,8 @@ def test_power_actions_refused_while_deleting_or_creating_and_preempted(fake, cl
     assert _code(caught) == "OperationPreempted"
     started.result()
     assert _power(cc) == "running" and slow.hits == 1
+    # A delete still in progress (a loaded machine must not finish it before the start arrives).
+    fake.add_fault(action="slow", method="DELETE", path_contains="/virtualMachines/vm1", polls=50, seconds=30)
     cc.virtual_machines.begin_delete(RG, "vm1")  # not awaited: marked for deletion
     with pytest.raises(HttpResponseError) as caught:
         cc.virtual_machines.begin_start(RG, "vm1")

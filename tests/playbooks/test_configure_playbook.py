@@ -295,8 +295,12 @@ def evil_key(ssh_keypair) -> str:
     return f"{kind} {blob} alice {JINJA}"
 
 
-def agent_pid(instance: Instance) -> int:
-    return int((instance.disk / "run" / "onebox-agent.pid").read_text().strip())
+def agent_pid(instance: Instance) -> int | None:
+    """The agent's pid, or None while no agent has written it (a start has not got that far)."""
+    try:
+        return int((instance.disk / "run" / "onebox-agent.pid").read_text().strip())
+    except FileNotFoundError:
+        return None
 
 
 def alive(pid: int) -> bool:
@@ -488,7 +492,7 @@ def test_the_agent_comes_back_after_stop_and_start(configured, provider, metrics
     assert str(instance.disk) not in boot.read_text(), "paths relative to the disk: a snapshot's copy works too"
     posts_before = len(metrics_server.posts)
     provider.start_instance(instance.spec.ref, 20)
-    after = wait_for(lambda: (pid := agent_pid(instance)) != before and alive(pid) and pid, 20,
+    after = wait_for(lambda: (pid := agent_pid(instance)) != before and alive(pid) and pid, 60,
                      "the agent started again")
     environ = Path(f"/proc/{after}/environ").read_bytes().split(b"\0")
     assert f"ONEBOX_LOCAL_INSTANCE={instance.spec.instance_id}".encode() in environ
