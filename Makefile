@@ -79,9 +79,16 @@ qa-tools:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-# The vm tier (tests/vm) boots real VMs from the image built here.
+# Every test, in two parts: the suite in TEST_WORKERS pytest-xdist processes (most tests wait on
+# processes, sockets and clouds, not on the CPU; a file's tests stay in one process, so its module
+# fixtures are made once), then the vm tier (tests/vm: real VMs under QEMU from the image built here,
+# which want the CPU to themselves). Both parts always run; either one failing fails `make test`.
+TEST_WORKERS ?= 2
 test: install browser qa-tools qemu-image
-	.venv/bin/pytest
+	status=0; \
+	.venv/bin/pytest -n $(TEST_WORKERS) --dist loadfile --ignore=tests/vm || status=$$?; \
+	.venv/bin/pytest tests/vm || status=$$?; \
+	exit $$status
 
 # Load generators for `make bench`: wrk (Debian) for the most a server answers, vegeta (pinned in
 # tools/vegeta, built from the Go module proxy) for constant offered rates; ansible-playbook comes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 from pathlib import Path
 
@@ -38,6 +39,28 @@ def ssh_keypair(tmp_path_factory) -> SshKeyPair:
     key = d / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "tester@onebox", "-f", str(key)], check=True)
     return SshKeyPair(key, (d / "id_ed25519.pub").read_text().strip(), d / "known_hosts")
+
+
+# --- tables printed at the end of the run, gathered from pytest-xdist's workers ---
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):  # an xdist worker: its rows go to the controller
+        from tests import reports
+
+        session.config.workeroutput["onebox_reports"] = json.dumps(reports.ROWS)
+
+
+def pytest_testnodedown(node, error):  # (pytest-xdist's hook, on the controller)
+    from tests import reports
+
+    if "onebox_reports" in getattr(node, "workeroutput", {}):
+        reports.merge(json.loads(node.workeroutput["onebox_reports"]))
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests import reports
+
+    reports.write_summary(terminalreporter)
 
 
 # --- a real MongoDB-protocol server, and the app on top of it -----------------

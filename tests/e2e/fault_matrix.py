@@ -29,6 +29,7 @@ import pytest
 
 from tests.conftest import make_settings
 from tests.e2e.cloud_support import SSH_KEY
+from tests.reports import CLOUD_FAULTS
 
 PHASES = ("create", "snapshot", "delete_snapshot", "stop", "start", "reboot", "delete")
 PHASE_STEPS = {"create": {"create", "wait_running", "configure"}, "snapshot": {"snapshot"},
@@ -105,24 +106,15 @@ class Stand:
 
 # ---------------------------------------------------------------------- the matrix report
 class _MatrixReport:
-    """Rows collected by the tests, written into pytest's terminal summary."""
+    """The lines of every stand's matrix, printed at the end of the run (``tests/reports.py``)."""
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def pytest_terminal_summary(self, terminalreporter) -> None:
-        if self.lines:
-            terminalreporter.section("cloud faults: provider × call × fault → outcome")
-            for line in self.lines:
-                terminalreporter.write_line(line)
+        self.lines = CLOUD_FAULTS
 
 
 @pytest.fixture(scope="module")
-def matrix(request):
-    report = _MatrixReport()
-    request.config.pluginmanager.register(report, "cloud-faults-matrix")
-    yield report
-    # unregistered by pytest at the end of the session; the summary runs before that
+def matrix():
+    return _MatrixReport()
 
 
 def render(stand: Stand, cases: list[Case], phase_calls: dict[str, list[str]], seconds: float,

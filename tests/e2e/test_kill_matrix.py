@@ -21,7 +21,7 @@ from app.worker.reaper import Reaper
 from app.worker.runner import Worker
 from tests.api.helpers import wait_status
 from tests.e2e.cloud_support import Cloud, onebox_for, running_onebox
-from tests.e2e.conftest import KILL_MATRIX
+from tests.reports import KILL_MATRIX
 from tests.e2e.failover_stands import STANDS, FailoverStand, aws_failover, azure_failover, gcp_failover  # noqa: F401
 from tests.e2e.test_cloud_flows import aws_cloud, azure_cloud, gcp_cloud, settings_for  # noqa: F401 (fixtures)
 from tests.e2e.test_workers import start_worker, stop
