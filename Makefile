@@ -86,7 +86,7 @@ qa-tools:
 TEST_WORKERS ?= 2
 test: install browser qa-tools qemu-image
 	status=0; \
-	.venv/bin/pytest -n $(TEST_WORKERS) --dist loadfile --ignore=tests/vm || status=$$?; \
+	.venv/bin/pytest -n $(TEST_WORKERS) --dist loadfile --durations=25 --ignore=tests/vm || status=$$?; \
 	.venv/bin/pytest tests/vm || status=$$?; \
 	exit $$status
 
