@@ -104,6 +104,7 @@ class ProviderRegistry:
                 tb_size_mb=s.qemu_tb_size_mb, ssh_port_first=s.qemu_ssh_port_first,
                 ssh_port_last=s.qemu_ssh_port_last, private_mcast=s.qemu_private_mcast,
                 private_network=s.qemu_private_network, shutdown_grace=s.qemu_shutdown_grace_seconds,
+                deployment=deployment,
             ))
         raise UnknownProvider(name)
 

@@ -24,6 +24,8 @@ from app.lifecycle.engine import JobContext
 from providers.base import ProviderError
 
 KEYSCAN_TIMEOUT = 60.0
+FIRST_ATTEMPT = 5.0  # seconds the first ssh-keyscan attempt waits for an answer
+HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")  # recorded and pinned: what sshd offers of these
 DEFAULT_CONNECT_TIMEOUT = 15
 QEMU_CONNECT_TIMEOUT = 120
 
@@ -32,23 +34,42 @@ async def scan_host_keys(host: str, port: int, timeout: float = KEYSCAN_TIMEOUT,
                          attempt_timeout: float = 5.0) -> list[str]:
     """The host's public keys as known_hosts lines, retried while sshd comes up.
 
-    One attempt waits ``attempt_timeout`` for an answer: an attempt given up too early on a slow
-    guest leaves its sshd working on a connection nobody reads, and a stream of them keeps the
-    guest too busy ever to answer one.
+    One key type per connection, one connection at a time: ssh-keyscan's own way (a connection
+    per type, all at once) through QEMU's user network left one of them, often the only type the
+    guest has, hanging until its timeout (measured: for ten minutes of one-minute attempts while
+    other clients got the key at once).
+
+    The first attempt waits ``FIRST_ATTEMPT`` seconds for an answer, and each one that times out
+    waits twice as long as the one before, up to ``attempt_timeout``. Short attempts first: a
+    connection made before the guest's network is up can hang too, and a new one is answered at
+    once. Longer ones later: an attempt given up too early on a slow guest leaves its sshd working
+    on a connection nobody reads, and a stream of them keeps the guest too busy ever to answer one.
     """
-    deadline = asyncio.get_running_loop().time() + timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    wait = min(FIRST_ATTEMPT, attempt_timeout)
     while True:
-        proc = await asyncio.create_subprocess_exec(
-            "ssh-keyscan", "-p", str(port), "-T", str(int(attempt_timeout)), host,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        )
-        out, _ = await proc.communicate()
-        lines = [l for l in out.decode(errors="replace").splitlines() if l and not l.startswith("#")]
-        if lines:
+        lines: list[str] = []
+        timed_out = False
+        for key_type in HOST_KEY_TYPES:
+            began = loop.time()
+            proc = await asyncio.create_subprocess_exec(
+                "ssh-keyscan", "-t", key_type, "-p", str(port), "-T", str(int(wait)), host,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            )
+            out, _ = await proc.communicate()
+            found = [l for l in out.decode(errors="replace").splitlines() if l and not l.startswith("#")]
+            lines += found
+            if not found and loop.time() - began >= wait:
+                timed_out = True  # (a refused connection, or a type the host lacks, ends at once)
+                break
+        if lines and not timed_out:
             return lines
-        if asyncio.get_running_loop().time() > deadline:
+        if loop.time() > deadline:
             raise ProviderError(f"no SSH host key from {host}:{port} within {timeout:.0f}s", retryable=True,
                                 code="unreachable")
+        if timed_out:
+            wait = min(wait * 2, attempt_timeout)
         await asyncio.sleep(1)
 
 

@@ -42,6 +42,7 @@ class QemuConfig:
     command_timeout: float = 600.0  # qemu-img, genisoimage, copies of snapshot disks
     shutdown_grace: float = 60.0  # how long a stop waits for the guest to power off before ending QEMU
     poll_interval: float = 0.5
+    deployment: str | None = None  # written into each VM's and snapshot's tags; list_managed skips other deployments'
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))

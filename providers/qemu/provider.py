@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from providers.base import (
+    DEPLOYMENT_TAG,
     INSTANCE_ID_TAG,
     MANAGED_BY_TAG,
     MANAGED_BY_VALUE,
@@ -67,6 +68,7 @@ from providers.base import (
     SnapshotRef,
     SnapshotSpec,
     SnapshotState,
+    listed_for,
     managed_tags,
 )
 from providers.cloudinit import cloud_config
@@ -335,7 +337,7 @@ class QemuProvider:
         write_seed(inst / "seed.iso", cloud_config(spec), meta_data(spec.instance_id, spec.name),
                    network_config(user_mac, private_mac, private_ip, self.config.private_prefix))
         meta = {
-            "tags": {**spec.labels, **managed_tags(spec.instance_id, spec.owner)},
+            "tags": {**spec.labels, **managed_tags(spec.instance_id, spec.owner, self.config.deployment)},
             "name": spec.name,
             "ssh_user": spec.ssh_user,
             "machine_type": spec.machine_type,
@@ -585,7 +587,8 @@ class QemuProvider:
         except OSError as exc:
             raise os_failed("copy the disk into the snapshot", exc) from exc
         meta = self._meta(inst) or {}
-        tags = {**managed_tags(spec.instance.instance_id, spec.owner), SNAPSHOT_ID_TAG: spec.snapshot_id}
+        tags = {**managed_tags(spec.instance.instance_id, spec.owner, self.config.deployment),
+                SNAPSHOT_ID_TAG: spec.snapshot_id}
         _write_json(sdir / SNAPSHOT_META, {"tags": tags, "name": spec.name, "origin": meta.get("origin"),
                                            "created_at": dt.datetime.now(dt.timezone.utc).isoformat()})
         (sdir / images.IMAGE_META).write_text(json.dumps({"snapshot": spec.snapshot_id}))
@@ -643,23 +646,31 @@ class QemuProvider:
     # --- garbage collection --------------------------------------------------
     def list_managed(self) -> list[ManagedResource]:
         found: list[ManagedResource] = []
+        mine = self.config.deployment
         running = self._pidfiles()
         if self.instances_dir.exists():
             for inst in sorted(self.instances_dir.iterdir()):
                 if not inst.is_dir():
                     continue
                 tags = (self._meta(inst) or {}).get("tags") or {MANAGED_BY_TAG: MANAGED_BY_VALUE,
-                                                                 INSTANCE_ID_TAG: inst.name}  # half-made, ours
+                                                                 INSTANCE_ID_TAG: inst.name,
+                                                                 DEPLOYMENT_TAG: mine}  # half-made, ours
+                if not listed_for(tags.get(DEPLOYMENT_TAG), mine):
+                    continue
                 state = "running" if running.get(str(inst / PIDFILE)) else "stopped"
                 found.append(ManagedResource("instance", str(inst), REGION,
-                                             instance_id=tags.get(INSTANCE_ID_TAG, inst.name), state=state))
+                                             instance_id=tags.get(INSTANCE_ID_TAG, inst.name), state=state,
+                                             deployment=tags.get(DEPLOYMENT_TAG)))
         if self.snapshots_dir.exists():
             for sdir in sorted(self.snapshots_dir.iterdir()):
                 if not sdir.is_dir():
                     continue
                 meta = _read_json(sdir / SNAPSHOT_META)
-                tags = (meta or {}).get("tags") or {}
+                tags = (meta or {}).get("tags") or {DEPLOYMENT_TAG: mine}  # being made: ours
+                if not listed_for(tags.get(DEPLOYMENT_TAG), mine):
+                    continue
                 found.append(ManagedResource("snapshot", str(sdir), REGION, instance_id=tags.get(INSTANCE_ID_TAG),
                                              snapshot_id=tags.get(SNAPSHOT_ID_TAG, sdir.name),
-                                             state="available" if meta else "creating"))
+                                             state="available" if meta else "creating",
+                                             deployment=tags.get(DEPLOYMENT_TAG)))
         return found

@@ -27,12 +27,24 @@ TOOLS = ("qemu-system-x86_64", "qemu-img", "genisoimage")
 VM_TIMEOUT = 1800  # pytest-timeout for a test of this tier, fixtures included (a busy machine boots slowly)
 
 
+FLOW_MODULE = "test_qemu_flow.py"  # the end-to-end module: its first VM boots while the others run
+
+
+def _is_flow(item) -> bool:
+    return Path(item.fspath).name == FLOW_MODULE
+
+
 def pytest_collection_modifyitems(config, items):
     here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.fspath).parents:
-            item.add_marker(pytest.mark.vm)
-            item.add_marker(pytest.mark.timeout(VM_TIMEOUT))
+    mine = [i for i, item in enumerate(items) if here in Path(item.fspath).parents]
+    for i in mine:
+        items[i].add_marker(pytest.mark.vm)
+        items[i].add_marker(pytest.mark.timeout(VM_TIMEOUT))
+    # The end-to-end module goes last within the tier, so that its parent (started by
+    # `flow_onebox` at the tier's first test) boots while the other modules run.
+    ordered = sorted((items[i] for i in mine), key=_is_flow)
+    for i, item in zip(mine, ordered):
+        items[i] = item
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -57,14 +69,37 @@ def qemu_image(qemu_tools) -> BootFiles:
     return base_image(IMAGE_DIR, "debian-12", defaults.build_script, defaults.build_timeout)
 
 
-@pytest.fixture(scope="session")
-def qemu_network() -> dict:
-    """This session's own private network (a multicast port) and SSH port range."""
+def new_network() -> dict:
+    """A private network (a multicast port) and an SSH port range of their own."""
     first = random.randrange(20000, 40000, 200)
     return {"private_mcast": f"230.0.77.1:{free_port()}", "ssh_port_first": first, "ssh_port_last": first + 199}
+
+
+@pytest.fixture(scope="session")
+def qemu_network() -> dict:
+    """This session's own private network and SSH port range."""
+    return new_network()
 
 
 def qemu_config(root: Path, network: dict, **overrides) -> QemuConfig:
     values = dict(root=root, image_dir=IMAGE_DIR, accel="tcg", **network)
     values.update(overrides)
     return QemuConfig(**values)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def flow_onebox(request, tmp_path_factory, ssh_keypair):
+    """The end-to-end module's onebox and its parent VM, started at the tier's first test when that
+    module is in the run (``tests/vm/flow_onebox.py``); None otherwise."""
+    if not any(_is_flow(item) for item in request.session.items):
+        yield None
+        return
+    from tests.vm.flow_onebox import launch, shut_down
+
+    request.getfixturevalue("qemu_image")
+    box = launch(request.getfixturevalue("dbserver"), tmp_path_factory.mktemp("qemu-flow"), IMAGE_DIR,
+                 new_network(), ssh_keypair)  # not the other modules' network: their VMs run meanwhile
+    try:
+        yield box
+    finally:
+        shut_down(box)

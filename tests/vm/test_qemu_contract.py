@@ -27,6 +27,13 @@ def provider(tmp_path, qemu_image, qemu_network):
 
 
 @pytest.fixture
+def deployed(provider, tmp_path, qemu_network):
+    # One root, several deployments' VMs in it: what each one lists is decided by their tags alone.
+    return lambda deployment: QemuProvider(qemu_config(tmp_path / "qemu", qemu_network, shutdown_grace=2.0,
+                                                       deployment=deployment))
+
+
+@pytest.fixture
 def make_spec(ssh_keypair):
     def make(**overrides):
         values = dict(instance_id=new_instance_id(), owner="alice", name="box", region="local", zone=None,

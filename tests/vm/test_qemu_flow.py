@@ -1,7 +1,8 @@
 """End to end on real VMs: onebox served on a real port, the qemu provider, Ansible without check mode.
 
-One module, one onebox, two booted VMs shared by every test here (a boot under TCG takes minutes on
-a busy machine):
+One module, one onebox (API and workers as processes of their own, started with the parent VM at
+the tier's first test: ``tests/vm/flow_onebox.py``; this module runs last), two booted VMs shared
+by every test here (a boot under TCG takes minutes on a busy machine):
 
 * the parent is created while a worker process is SIGKILLed right after the create step's work;
   a second worker resumes it: one QEMU process, the same one, never a second VM;
@@ -33,40 +34,29 @@ from pathlib import Path
 import pytest
 
 from app.configure.keys import deploy_key
-from providers.base import InstanceRef, InstanceSpec
+from providers.base import InstanceSpec
 from providers.cloudinit import cloud_config
 from providers.qemu import QemuProvider
 from tests.api.helpers import wait_status
-from tests.conftest import make_settings
-from tests.e2e.test_workers import start_worker, stop
-from tests.support import free_port
-from tests.vm.conftest import FIGURES, IMAGE_DIR
+from tests.vm.conftest import FIGURES
+from tests.vm.flow_onebox import BOOT, FlowOnebox
 
-BOOT = 1500.0  # seconds a VM may take from POST to running (boot + configuration), on a busy machine
 PROOF = "written-before-the-snapshot"
 KEPT = "written-before-the-stop"
-BOOTSTRAP = "#!/bin/sh\nid -un > /var/tmp/bootstrap-ran-as\necho bootstrap done on $(hostname)\n"
 
 
 @dataclass
 class Box:
-    """One onebox serving on a real port, with a worker the tests start when they choose."""
+    """The tier's onebox as this module's tests reach it: its API, its database, its VMs' files."""
 
     api: object
-    svc: object
+    svc: object  # for reads of the database only: the workers are processes of their own
     settings: object
     headers: dict
     tmp: Path
     provider: QemuProvider
-    worker: asyncio.Task | None = None
-    halt: asyncio.Event = field(default_factory=asyncio.Event)
+    launch: FlowOnebox
     state: dict = field(default_factory=dict)  # what earlier tests found out, for later ones
-
-    def start_worker(self) -> None:
-        from app.worker.runner import Worker
-
-        if self.worker is None:
-            self.worker = asyncio.create_task(Worker(self.svc).run(self.halt))
 
     def qemu_pids(self, instance_id: str) -> list[int]:
         return self.provider._pids(self.provider.instances_dir / instance_id)
@@ -77,64 +67,21 @@ class Box:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 
-def worker_env(settings) -> dict[str, str]:
-    """What a `onebox worker` process needs on top of tests.e2e.test_workers.worker_env."""
-    return {
-        "ONEBOX_PROVIDERS": "qemu",
-        "ONEBOX_QEMU_IMAGE_DIR": str(settings.qemu_image_dir),
-        "ONEBOX_QEMU_ACCEL": settings.qemu_accel,
-        "ONEBOX_QEMU_PRIVATE_MCAST": settings.qemu_private_mcast,
-        "ONEBOX_QEMU_SSH_PORT_FIRST": str(settings.qemu_ssh_port_first),
-        "ONEBOX_QEMU_SSH_PORT_LAST": str(settings.qemu_ssh_port_last),
-        "ONEBOX_PUBLIC_URL": settings.public_url,
-    }
-
-
 @pytest.fixture(scope="module")
-async def box(dbserver, tmp_path_factory, qemu_image, qemu_network):
+async def box(flow_onebox):
     import httpx
-    import uvicorn
 
-    from app.main import create_app
     from app.services import Services
 
-    tmp = tmp_path_factory.mktemp("qemu-flow")
-    settings = make_settings(
-        dbserver, tmp / "data", providers=["qemu"], configure="ansible", agent_interval_seconds=2,
-        public_url=f"http://127.0.0.1:{free_port()}", configure_timeout_seconds=BOOT,
-        wait_running_timeout_seconds=120.0, max_attempts=4, lease_seconds=4.0,
-        qemu_image_dir=IMAGE_DIR, qemu_accel="auto", qemu_boot_timeout_seconds=BOOT,
-        qemu_private_mcast=qemu_network["private_mcast"], qemu_ssh_port_first=qemu_network["ssh_port_first"],
-        qemu_ssh_port_last=qemu_network["ssh_port_last"],
-    )
+    assert flow_onebox is not None
+    settings = flow_onebox.settings
     svc = Services.build(settings)
-    await svc.db.ensure_indexes()
-    await svc.providers.warm_catalogs()
-    port = int(settings.public_url.rsplit(":", 1)[1])
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, svc), host="127.0.0.1", port=port,
-                                           lifespan="off", log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    provider = svc.providers.get("qemu")
     try:
-        while not server.started:
-            await asyncio.sleep(0.05)
-        async with httpx.AsyncClient(base_url=settings.public_url, timeout=60) as api:
-            yield Box(api, svc, settings, {"Authorization": f"Bearer {svc.tokens.mint('alice')}"}, tmp, provider)
+        async with httpx.AsyncClient(base_url=flow_onebox.url, timeout=60) as api:
+            yield Box(api, svc, settings, {"Authorization": f"Bearer {flow_onebox.token}"}, flow_onebox.tmp,
+                      flow_onebox.provider, flow_onebox)
     finally:
-        server.should_exit = True
-        await serving
         await svc.close()
-        for resource in provider.list_managed():  # never leave a VM behind, whatever failed
-            if resource.kind == "instance":
-                provider.delete_instance(InstanceRef(resource.instance_id, resource.region))
-
-
-@pytest.fixture(scope="module")
-async def worker_stopped_at_end(box):
-    yield
-    box.halt.set()
-    if box.worker is not None:
-        await box.worker
 
 
 async def events_of(box: Box, instance_id: str) -> list[dict]:
@@ -179,31 +126,16 @@ async def running(box: Box, instance_id: str, posted: float) -> dict:
 
 
 @pytest.fixture(scope="module")
-async def parent(box, worker_stopped_at_end, ssh_keypair):
-    """The first VM: its create survives a worker SIGKILLed right after QEMU started it."""
-    body = {"name": "parent", "provider": "qemu", "region": "local", "machine_type": "medium",
-            "image": "debian-12", "ssh_user": "alice", "ssh_public_key": ssh_keypair.public,
-            "bootstrap_script": BOOTSTRAP}
-    posted = time.monotonic()
-    created = await box.api.post("/v1/instances", json=body, headers=box.headers)
-    assert created.status_code == 202, created.text
-    instance_id = created.json()["id"]
-    victim = start_worker(box.settings, box.tmp / "victim.log", ONEBOX_TEST_KILL_AT="create",
-                          **worker_env(box.settings))
-    try:
-        deadline = time.monotonic() + 300  # a probe of KVM (20 s) and a QEMU start
-        while victim.poll() is None:
-            assert time.monotonic() < deadline, "the worker never reached the end of the create step"
-            await asyncio.sleep(0.2)
-    finally:
-        stop(victim, signal.SIGKILL)
-    log = (box.tmp / "victim.log").read_text()
-    assert victim.returncode == -signal.SIGKILL and "ONEBOX_TEST_KILL_AT=create" in log, log[-2000:]
-    box.state["pids_after_kill"] = box.qemu_pids(instance_id)
-    doc = await box.svc.db.instances.find_one({"_id": instance_id})
-    box.state["steps_done_after_kill"] = list(doc["job"]["steps_done"])
-    box.start_worker()
-    return await running(box, instance_id, posted)
+async def parent(box):
+    """The first VM (asked for at the tier's start): its create survived a worker SIGKILLed right
+    after QEMU started it."""
+    launch = box.launch
+    assert launch.found["created"][0] == 202, launch.found["created"]
+    code, log = launch.found["victim"]
+    assert code == -signal.SIGKILL and "ONEBOX_TEST_KILL_AT=create" in log, log
+    box.state["pids_after_kill"] = launch.found["pids_after_kill"]
+    box.state["steps_done_after_kill"] = launch.found["steps_done_after_kill"]
+    return await running(box, launch.parent_id, launch.posted)
 
 
 def test_worker_killed_during_create_resumes_without_a_second_vm(box, parent):
