@@ -24,6 +24,9 @@ async def wait_status(client, path: str, headers: dict, wanted: set[str], timeou
     last = None
     while time.monotonic() < deadline:
         response = await client.get(path, headers=headers)
+        if response.status_code == 503:  # "try again shortly", as a careful client does (a starved machine)
+            await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+            continue
         assert response.status_code == 200, response.text
         last = response.json()
         if last["status"] in wanted:
