@@ -12,7 +12,9 @@ concurrent posts are written together (group commit, ``app.metrics.writer``). Re
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 from typing import Any
 
 from app.auth.tokens import AgentPrincipal
@@ -49,6 +51,11 @@ def health_summary(doc: dict[str, Any] | None, interval_seconds: int, now: dt.da
     }
 
 
+def _unavailable() -> Problem:
+    return Problem(503, "database_unavailable", "Database unavailable", "the samples were not stored; send them again",
+                   headers={"Retry-After": "5"})
+
+
 class MetricsService:
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -63,7 +70,15 @@ class MetricsService:
             raise _revoked()  # the instance is stopped (app.metrics.pauses): good again once it is started
 
     async def ingest(self, agent: AgentPrincipal, body: AgentMetrics) -> tuple[int, int]:
-        await self._authorize(agent, body.instance_id)
+        # One budget for the whole post, as for any request (app.api.deps.DeadlineRoute): the token checks'
+        # refresh and the wait for the batch share it, so a post answers 503 in time while the database is away.
+        budget = self.services.settings.db_timeout_seconds
+        deadline = time.monotonic() + budget
+        try:
+            async with asyncio.timeout(budget):
+                await self._authorize(agent, body.instance_id)
+        except TimeoutError:
+            raise _unavailable() from None
         now = utcnow()
         horizon = now + dt.timedelta(seconds=self.services.settings.metrics_max_future_seconds)
         oldest = now - dt.timedelta(days=self.services.settings.metrics_retention_days)
@@ -80,10 +95,9 @@ class MetricsService:
         if samples:
             try:
                 duplicates = await self.services.metrics_writer.write(
-                    repository.sample_ops(body.instance_id, samples))
+                    repository.sample_ops(body.instance_id, samples), max_wait=max(0.0, deadline - time.monotonic()))
             except BatchWriteFailed:
-                raise Problem(503, "database_unavailable", "Database unavailable",
-                              "the samples were not stored; send them again", headers={"Retry-After": "5"}) from None
+                raise _unavailable() from None
         AGENT_SAMPLES.inc(len(samples) - duplicates)
         return len(samples) - duplicates, duplicates
 

@@ -56,8 +56,9 @@ class MetricsWriter:
         self._queue: deque[_Pending] = deque()
         self._flusher: asyncio.Task | None = None
 
-    async def write(self, ops: list[tuple[object, bool]]) -> int:
-        """Apply ``ops`` with whatever else is waiting; return how many samples were duplicates."""
+    async def write(self, ops: list[tuple[object, bool]], max_wait: float | None = None) -> int:
+        """Apply ``ops`` with whatever else is waiting; return how many samples were duplicates. The post
+        waits at most ``max_wait`` (what is left of its request's budget), else ``max_wait_seconds``."""
         pending = _Pending(ops, asyncio.get_running_loop().create_future())
         pending.done.add_done_callback(_consume)  # a post that gave up leaves no unretrieved error behind
         self._queue.append(pending)
@@ -67,7 +68,8 @@ class MetricsWriter:
             self._flusher = asyncio.create_task(self._flush(), context=contextvars.Context())
         # shield: a post whose client went away (or gave up waiting) must not cancel the batch it is in
         try:
-            return await asyncio.wait_for(asyncio.shield(pending.done), self.max_wait_seconds)
+            return await asyncio.wait_for(asyncio.shield(pending.done),
+                                          self.max_wait_seconds if max_wait is None else max_wait)
         except asyncio.TimeoutError:
             raise BatchWriteFailed("the database did not answer in time") from None
 
