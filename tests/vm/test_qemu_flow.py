@@ -298,6 +298,28 @@ def test_stop_then_start_keeps_the_disk_and_the_agent_reports_again(box, parent,
     assert boot != cycle["boot_before"], "the guest booted again"
 
 
+async def test_a_roles_package_install_reaches_debians_registry_from_the_guest(box, child, ssh_keypair):
+    """The QA run's own Ansible role installs sysbench (not in the image) from Debian's registry inside the
+    guest, over the user network, and the cpu suite then runs on the guest's two vCPUs."""
+    before = box.ssh(ssh_keypair, child, "command -v sysbench || echo absent")
+    assert before.stdout.strip() == "absent", "the image must not carry the tool, or nothing is installed"
+    began = time.monotonic()
+    created = await box.api.post("/v1/qa-runs", json={"suite": "cpu", "instances": [child["id"]],
+                                                      "params": {"cpu_seconds": 2}}, headers=box.headers)
+    assert created.status_code == 202, created.text
+    path = f"/v1/qa-runs/{created.json()['id']}"
+    run = await wait_status(box.api, path, box.headers, {"passed", "failed", "error", "cancelled"}, BOOT)
+    events = (await box.api.get(path + "/events", headers=box.headers)).json()
+    said = [f"{e['type']}: {e['message'][:200]}" for e in events]
+    assert run["status"] == "passed", (run["error"], said[-12:])
+    assert any(e["type"] == "qa.install" and "installing" in e["message"] and "sysbench" in e["message"]
+               for e in events), said
+    assert all(r["value"] > 0 for r in run["results"] if r["verdict"] != "skip"), run["results"]
+    after = box.ssh(ssh_keypair, child, "dpkg-query -W -f='${Status}' sysbench")
+    assert after.stdout.strip() == "install ok installed", (after.stdout, after.stderr)
+    FIGURES["child: QA cpu run with sysbench installed from Debian's registry"] = f"{time.monotonic() - began:.0f} s"
+
+
 async def test_delete_leaves_no_process_and_no_disk(box, parent, child):
     for inst in (parent, child):
         assert (await box.api.delete(f"/v1/instances/{inst['id']}", headers=box.headers)).status_code == 202
