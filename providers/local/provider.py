@@ -91,6 +91,17 @@ from providers.local.mapping import (
 from providers.local.processes import descendants, end_processes, find_binary, marked_pids
 
 
+@contextlib.contextmanager
+def _host_address_lock():
+    """One allocation of a loopback address at a time on this host, across processes and data roots."""
+    with open(Path(tempfile.gettempdir()) / "onebox-local-addresses.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class LocalProvider:
     """Instances as sshd processes on loopback addresses; see the module docstring."""
 
@@ -324,7 +335,10 @@ class LocalProvider:
     # --- the contract: instances ------------------------------------------
     def create_instance(self, spec: InstanceSpec) -> InstanceInfo:
         inst = self._dir(spec.instance_id)
-        with self._lock():
+        # Addresses are this host's, not this root's: another onebox (or another test process) on the machine
+        # may be handing out 127.0.0.N at the same moment, so a new address is held host-wide until its sshd
+        # has bound it (sshd binds before it returns).
+        with _host_address_lock(), self._lock():
             if inst.exists() and self._address(inst) is None:
                 shutil.rmtree(inst)  # a create that died half-way: redo it from scratch
             if not inst.exists():
@@ -335,9 +349,9 @@ class LocalProvider:
                 except Exception:
                     shutil.rmtree(inst, ignore_errors=True)
                     raise
-        with self._power_lock(inst):
-            if self._sshd_pid(inst) is None:
-                self._start_sshd(inst)
+            with self._power_lock(inst):
+                if self._sshd_pid(inst) is None:
+                    self._start_sshd(inst)
         if self.config.create_delay:
             time.sleep(self.config.create_delay)
         return self._info(inst, InstanceState.PENDING)
