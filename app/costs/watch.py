@@ -30,14 +30,12 @@ alert is never lost).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.audit import record_system_action
-from app.clock import as_utc, utcnow
+from app.clock import utcnow
 from app.costs.budgets import BudgetKeeper, Standing
 from app.costs.repository import CostRepository, scope_filter
 from app.costs.webhook import body_of, deliver_due
@@ -45,6 +43,7 @@ from app.db import is_duplicate_key
 from app.lifecycle.action_requests import audit_policy_request, file_action_request
 from app.lifecycle.delete_requests import file_delete_request
 from app.services import Services
+from app.worker.slots import acquire_slot, release_slot
 
 log = logging.getLogger("onebox.costs.watch")
 
@@ -61,25 +60,6 @@ class WatchReport:
     stopped: list[str] = field(default_factory=list)  # instance ids a stop was requested for
     deleted: list[str] = field(default_factory=list)  # instance ids a delete was requested for
     delivered: int = 0  # webhook deliveries that reached the receiver
-
-
-async def claim_interval(claims, name: str, interval: float, owner: str) -> str | None:
-    """One process per interval slot (like the reaper's): the claim ``<name>:<slot>``, or None when
-    another process won this slot or the previous pass is still going."""
-    interval = max(interval, 0.2)
-    slot = int(time.time() // interval)
-    previous = await claims.find_one({"_id": f"{name}:{slot - 1}"})
-    if previous and as_utc(previous["until"]) > utcnow():
-        return None
-    claim = f"{name}:{slot}"
-    try:
-        await claims.insert_one({"_id": claim, "owner": owner, "at": utcnow(),
-                                 "until": utcnow() + dt.timedelta(seconds=interval)})
-    except Exception as exc:
-        if is_duplicate_key(exc):
-            return None
-        raise
-    return claim
 
 
 def rule_of(st: Standing, level: str, warn_at: float, policy: str) -> str:
@@ -100,14 +80,15 @@ class BudgetWatch:
     async def run_once(self) -> WatchReport | None:
         """One pass, if this process wins the current interval; None when another one did."""
         claims = self.services.db.claims
-        claim = await claim_interval(claims, "budgets", self.services.settings.budget_check_seconds, self.owner)
+        # at least 0.2 s a slot, as before (the reaper and the scheduler allow shorter ones)
+        claim = await acquire_slot(claims, "budgets", max(self.services.settings.budget_check_seconds, 0.2), self.owner)
         if claim is None:
             return None
         try:
             report = await self.check()
             report.delivered = await deliver_due(self.services)
         finally:  # done: the next slot's winner need not wait for this one
-            await claims.update_one({"_id": claim}, {"$set": {"until": utcnow()}})
+            await release_slot(claims, claim)
         return report
 
     async def check(self) -> WatchReport:
